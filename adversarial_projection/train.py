@@ -17,8 +17,8 @@ DEFAULTS = dict(pd=30, pn=1, iters=10)   # the original release's
 
 def comhe_term(flags):
     """The AdvP term of one hidden layer's filters W [d, N]."""
-    from common.projections import adversarial_projection_term, learned_projection_term
-    return lambda W, ctx: learned_projection_term(W, flags.pd, ctx.lr, adversarial_projection_term)
+    from common.projections import learned_projection_term
+    return lambda W, ctx: learned_projection_term(W, flags.pd, ctx.lr, 'adversarial')
 
 
 if __name__ == '__main__':

@@ -61,7 +61,7 @@ from common import config, data  # noqa: E402
 from common.cifar_fixture import write_cifar100_archive  # noqa: E402
 from common.energy import hyperspherical_energy  # noqa: E402
 from common.model import comhe_first_term, comhe_score_term  # noqa: E402
-from common.projections import random_projection_draws  # noqa: E402
+from common.projections import PROJECTION_COLLECTION, random_projection_draws  # noqa: E402
 from common.training import build_graph, session_config  # noqa: E402
 
 LOSS_KEYS = ('fit', 'reg', 'thom', 'thomf')
@@ -71,6 +71,9 @@ TARGETS = {   # config -> largest step-time ratio to no energy
     'rp': 1.20, 'ap': 1.05, 'advp': 1.05, 'half_mhe': 1.05,
 }
 BUILD_TARGET = ('rp', 1.5)
+# Ours and naive, same weights and draws: the four losses of the first step and
+# of the one after (float32 sums in another order, then one update apart).
+SAME_LOSSES_RTOL = 1e-3
 E2E_TARGET = 0.95
 
 
@@ -124,17 +127,22 @@ def _rp_products(flags):
 
 
 def _advp_products(flags):
-    """Floor of AdvP: its P W products (10 P steps, look-ahead, its second
-    derivative) with a sum of squares in place of every energy."""
+    """Floor of AdvP: its products with W (10 P steps, in the same form as ours,
+    the look-ahead and its second derivative) with a sum of squares in place of
+    every energy."""
     from common import projections
-    project = getattr(projections, '_project', tf.matmul)
 
     def term(W, ctx):
         P = projections.projection_variable(W.shape.as_list()[0], flags.pd)
-        objective = 1e-30 * tf.reduce_sum(tf.square(project(P, W)))
+
+        def squares(Q):
+            return 1e-30 * tf.reduce_sum(tf.square(Q))
+        objective = squares(projections._project(P, W))
         tf.add_to_collection(projections.P_OBJECTIVE_COLLECTION, objective)
+        tf.add_to_collection(projections.LEARNED_COLLECTION,
+                             projections.LearnedProjection(P, W, squares))
         P_ahead = P + ctx.lr * tf.gradients(objective, P)[0]
-        return 1e-30 * tf.reduce_sum(tf.square(project(P_ahead, W)))
+        return squares(projections._project(P_ahead, W))
     return term
 
 
@@ -203,6 +211,14 @@ class Built:
         with graph.as_default():
             start = time.perf_counter()
             self.g = build_graph(cfg.flags, *cfg.terms)
+            if self.g.p_steps is not None:          # ours: the iteration's P steps, one op
+                self.p_op, self.p_runs = self.g.p_steps, 1
+            elif self.g.p_objective is not None:    # naive: the release's optimiser step, run iters times
+                self.p_op = tf.train.GradientDescentOptimizer(self.g.lr).minimize(
+                    self.g.p_objective, var_list=tf.get_collection(PROJECTION_COLLECTION))
+                self.p_runs = cfg.p_iters
+            else:
+                self.p_op, self.p_runs = None, 0
             cfg.build_s.append(time.perf_counter() - start)
             init = tf.global_variables_initializer()
             self.variables = {v.op.name: v for v in tf.global_variables()}
@@ -227,8 +243,8 @@ class Built:
         extra = {self.graph.get_tensor_by_name(k): v for k, v in (extra or {}).items()}
         feed = {**(feed or self.feed), **extra}
         start = time.perf_counter()
-        for _ in range(self.cfg.p_iters):
-            self.sess.run(self.g.p_step, {self.g.lr: LR, **extra})
+        for _ in range(self.p_runs):
+            self.sess.run(self.p_op, {self.g.lr: LR, **extra})
         p_done = time.perf_counter()
         values = self.sess.run(self.fetches, feed)
         end = time.perf_counter()
@@ -345,6 +361,10 @@ def step_times(args, batch, log, keep=()):
             checks[cfg.key] = check_same_losses(ours, built[cfg.name])
             log(f'  same losses {cfg.key}: max relative difference '
                 f'{checks[cfg.key]["max_rel_diff"]:.2e}')
+            if not checks[cfg.key]['max_rel_diff'] <= SAME_LOSSES_RTOL:
+                raise RuntimeError(f'{cfg.key}: ours and naive disagree (relative difference '
+                                   f'{checks[cfg.key]["max_rel_diff"]:.2e} > {SAME_LOSSES_RTOL}): '
+                                   f'{checks[cfg.key]["iterations"]}')
     for cfg in cfgs:
         for _ in range(args.warmup - 1):
             built[cfg.name].step()
@@ -547,6 +567,11 @@ def markdown(result):
         for r in result['end_to_end'].values():
             lines.append(f'| {r["label"]} | {r["e2e_images_per_s"]:.1f} | '
                          f'{r["compute_images_per_s"]:.1f} | {_ratio(r, digits=3)} |')
+    if st.get('same_losses'):
+        lines += ['', '| configuration | ours = naive: largest relative difference of fit, reg, '
+                      'thom, thomf (same weights and draws, 2 steps) |', '|---|---|']
+        for key, check in st['same_losses'].items():
+            lines.append(f'| {rows[key, "ours"]["label"]} | {check["max_rel_diff"]:.1e} |')
     repeated = any('runs' in t for t in result['targets'])
     lines += ['', '| target | wanted | measured | met |' + (' met in runs | per run |' if repeated else ''),
               '|---|---|---|---|' + ('---|---|' if repeated else '')]
@@ -723,7 +748,9 @@ def main(argv=None):
         log(f'\nwrote {args.json}')
         if 'markdown' in result:
             m = result['machine']
-            header = (f'# CoMHE step-time benchmark ({args.json.name})\n\n`{result["command"]}`, {m["date"]}, {total_note(result)}\n\n'
+            quick = ('**--quick: tiny sizes, a smoke test; these numbers mean nothing.**\n\n'
+                     if args.quick else '')
+            header = (f'# CoMHE step-time benchmark ({args.json.name})\n\n{quick}`{result["command"]}`, {m["date"]}, {total_note(result)}\n\n'
                       f'Machine: {m.get("cpu", "?")}, {m["cpu_count"]} cores, {m.get("memory_gb", "?")} GB, '
                       f'{"a GPU" if m["gpu"] else "no GPU"}; {m["platform"]}; Python {m["python"]}, '
                       f'TensorFlow {m["tensorflow"]}, NumPy {m["numpy"]}.\n\n')

@@ -246,6 +246,9 @@ def main(argv=None):
         else:
             if not args.runs and not args.reference:
                 parser.error('plot: give at least one RUN or --reference RUN')
+            out = Path(args.output)
+            if out.suffix.lower() != '.png' or out.is_dir():
+                raise LogError(f'-o {args.output}: name a .png file to write (e.g. -o curves.png)')
             runs = load_runs(args.runs)
             references = load_runs(args.reference)
             make_names_unique(runs + references)

@@ -65,6 +65,25 @@ def build_parser(description, variant, variant_defaults):
     return p
 
 
+MD5_KEYS = ('train', 'test', 'archive')
+
+
+def parse_md5_flag(spec):
+    """``train=HEX,test=HEX[,archive=HEX]`` (any of them) -> dict; {} for None."""
+    if not spec:
+        return {}
+    sums = {}
+    for item in spec.split(','):
+        key, sep, value = item.strip().partition('=')
+        if not sep or key not in MD5_KEYS or len(value) != 32 or \
+                any(c not in '0123456789abcdef' for c in value.lower()):
+            raise FlagError(f'--data_md5: {item!r} is not KEY=MD5 with KEY one of '
+                            f'{", ".join(MD5_KEYS)} and MD5 32 hex digits; expected for example '
+                            f'train=16019d7e3df5f24257cddd939b257f8d,test=f0ef6b0ae62326f3e7ffdfab6717acfc')
+        sums[key] = value.lower()
+    return sums
+
+
 def validate(flags):
     """Raise FlagError for values that cannot give a meaningful run."""
     at_least_one = ['batch_size', 'max_iters', 'eval_every', 'ckpt_every', 'pd', 'pn', 'iters']
@@ -84,6 +103,7 @@ def validate(flags):
         raise FlagError(f'--base_lr must be > 0, got {flags.base_lr}')
     if not 0 < flags.width <= 16:
         raise FlagError(f'--width must be in (0, 16], got {flags.width}')
+    parse_md5_flag(getattr(flags, 'data_md5', None))
 
 
 def check_run_folder(flags):

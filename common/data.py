@@ -236,14 +236,30 @@ def extract_archive(archive, data_dir, file_md5=FILE_MD5, urls=CIFAR100_URLS):
             _check_md5(tmp / FOLDER_NAME / split, file_md5[split], fix,
                        name=f'{FOLDER_NAME}/{split} in {archive}')
         try:
-            os.rename(tmp / FOLDER_NAME, final)
-        except OSError:
+            _move_into_place(tmp / FOLDER_NAME, final)
+        except OSError as e:
             # Another run may have put a complete folder there meanwhile.
             if _find_folder(data_dir) != final:
-                raise
+                raise DataError(f'cannot move the extracted CIFAR-100 into {final} ({e}); check '
+                                f'the permissions there, or delete {final} and rerun') from None
         return final
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_into_place(extracted, final):
+    """Rename the verified folder into place; if a folder without the pickles is
+    already there (say, after the user deleted bad ones), move the files into it,
+    the pickles last, so that the copy only counts as present once it is whole."""
+    if not final.exists():
+        os.rename(extracted, final)
+        return
+    entries = sorted(extracted.iterdir(), key=lambda p: p.name in SPLITS)
+    for entry in entries:
+        target = final / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
 
 
 # ---------------------------------------------------------------- loading

@@ -14,9 +14,12 @@ the half-space energy (power '2') of ``P W``:
 
 The look-ahead gradient stays in the graph, so the main loss differentiates
 through it into W. The learned ``P`` are non-trainable variables in the
-``PROJECTION_COLLECTION``, so the main optimiser never sees them.
+``PROJECTION_COLLECTION``, so the main optimiser never sees them; their own
+``iters`` descent steps per iteration are one op (``projection_descent``).
 """
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import tensorflow.compat.v1 as tf
 
@@ -24,9 +27,11 @@ from common.energy import hyperspherical_energy, pairwise_cosine
 
 PROJECTION_COLLECTION = 'comhe_projections'
 P_OBJECTIVE_COLLECTION = 'comhe_projection_objectives'
+LEARNED_COLLECTION = 'comhe_learned_projections'
 
 WEIGHT_DECAY = 5e-4
 P_DECAY_SCALE = 1e-3   # P's weight decay enters its own objective scaled down
+P_DECAY = P_DECAY_SCALE * WEIGHT_DECAY
 
 
 def num_projections(n_neurons, pn, pnd):
@@ -90,12 +95,24 @@ def _project(P, W):
 
 def _p_decay(P):
     # 1e-3 * 5e-4 * sum(P^2) / 2; l2_loss is sum(P^2) / 2 with a one-op gradient.
-    return P_DECAY_SCALE * WEIGHT_DECAY * tf.nn.l2_loss(P)
+    return P_DECAY * tf.nn.l2_loss(P)
+
+
+def angle_loss_of(W):
+    """``Q -> ||C(Q) - C(W)||_F``: how far a projection ``Q = P W`` distorts the
+    angles between the neurons."""
+    C_W = pairwise_cosine(W)
+    return lambda Q: tf.norm(pairwise_cosine(Q) - C_W)
+
+
+def negative_projected_energy(Q):
+    """``-E(Q)`` (full space, power '2'): what AdvP's P descends on."""
+    return -hyperspherical_energy(Q, '2')
 
 
 def angle_loss(W, P):
     """``||C(P W) - C(W)||_F``: how far P distorts the neurons' angles."""
-    return tf.norm(pairwise_cosine(_project(P, W)) - pairwise_cosine(W))
+    return angle_loss_of(W)(_project(P, W))
 
 
 def angle_projection_objective(W, P):
@@ -135,10 +152,101 @@ def adversarial_projection_term(W, P, lr):
     return projected_half_space_energy(W, P_ahead), objective
 
 
-def learned_projection_term(W, pd, lr, term_fn):
-    """AP/AdvP for one layer: its P (in the current variable scope), the term,
-    and P's objective registered for the P steps of the training loop."""
+# variant -> (its term, what its P descends on as a function of Q = P W, given W)
+LEARNED_VARIANTS = {
+    'angle': (angle_projection_term, angle_loss_of),
+    'adversarial': (adversarial_projection_term, lambda W: negative_projected_energy),
+}
+
+
+@dataclass
+class LearnedProjection:
+    """A learned P, its layer's W and its objective as a function of Q = P W
+    (P's weight decay not included: the descent adds it)."""
+    P: tf.Variable
+    W: tf.Tensor
+    objective_of_projected: Callable
+
+
+def learned_projection_term(W, pd, lr, variant):
+    """AP (``variant='angle'``) or AdvP (``'adversarial'``) for one layer: its P
+    (in the current variable scope) and its term. P's objective is registered
+    for the training loop's P steps (``projection_descent``) and for logging."""
+    term_fn, objective_of = LEARNED_VARIANTS[variant]
     P = projection_variable(W.shape[0], pd)
     term, objective = term_fn(W, P, lr)
     tf.add_to_collection(P_OBJECTIVE_COLLECTION, objective)
+    tf.add_to_collection(LEARNED_COLLECTION, LearnedProjection(P, W, objective_of(W)))
     return term
+
+
+def _descent_costs(pd, d, n, iters):
+    """Multiply-adds of ``iters`` P steps: (direct, through the N x N Gram of W)."""
+    direct = iters * 2 * pd * d * n                           # P W and G W^T each step
+    gram = 2 * pd * d * n + d * n * n + iters * pd * n * n    # P0 W, W^T W, final P; G K each step
+    return direct, gram
+
+
+def _times_w_transposed(G, W):
+    # G W^T formed as (W G^T)^T: faster on TensorFlow's CPU kernels at these shapes.
+    return tf.transpose(tf.matmul(W, G, transpose_b=True))
+
+
+def descend_projection(P, W, objective_of_projected, lr, iters, form='auto'):
+    """P after ``iters`` plain gradient-descent steps, learning rate ``lr``, on
+    ``L(P) = objective(P W) + P_DECAY * sum(P^2) / 2`` (W held fixed):
+
+        P_{k+1} = a P_k - lr G_k W^T,   a = 1 - lr P_DECAY,   G_k = dobjective/dQ at Q_k = P_k W
+
+    ``form='direct'`` computes exactly that. ``'gram'`` takes the steps in the
+    N-dimensional space instead, with K = W^T W formed once:
+
+        Q_{k+1} = a Q_k - lr G_k K,   S_{k+1} = a S_k + G_k,   P_iters = a^iters P_0 - lr S_iters W^T
+
+    (the same P_iters, by induction), so each step costs pd N^2 instead of
+    2 pd d N. ``'auto'`` takes whichever needs fewer multiply-adds: the Gram
+    form for AdvP's 10 steps, the direct one for AP's single step.
+    """
+    pd, d = P.shape.as_list()
+    n = W.shape.as_list()[1]
+    if form == 'auto':
+        direct, gram = _descent_costs(pd, d, n, iters)
+        form = 'gram' if gram < direct else 'direct'
+    W = tf.stop_gradient(W)
+    P0 = tf.convert_to_tensor(P)
+    lr = tf.cast(lr, P0.dtype)
+    shrink = 1.0 - lr * P_DECAY
+
+    def grad_q(Q):
+        return tf.gradients(objective_of_projected(Q), Q)[0]
+
+    def unfinished(k, *_):
+        return k < iters
+
+    if form == 'direct':
+        def step(k, P):
+            return k + 1, shrink * P - lr * _times_w_transposed(grad_q(tf.matmul(P, W)), W)
+        _, P_end = tf.while_loop(unfinished, step, [tf.constant(0), P0])
+        return P_end
+    if form != 'gram':
+        raise ValueError(f"form must be 'auto', 'direct' or 'gram', got {form!r}")
+    K = tf.matmul(W, W, transpose_a=True)
+
+    def gram_step(k, Q, S):
+        G = grad_q(Q)
+        return k + 1, shrink * Q - lr * tf.matmul(G, K), shrink * S + G
+
+    _, _, S = tf.while_loop(unfinished, gram_step,
+                            [tf.constant(0), tf.matmul(P0, W), tf.zeros([pd, n], W.dtype)])
+    return tf.pow(shrink, tf.cast(iters, P0.dtype)) * P0 - lr * _times_w_transposed(S, W)
+
+
+def projection_descent(lr, iters, form='auto'):
+    """One op: ``iters`` gradient-descent steps on every registered learned P."""
+    learned = tf.get_collection(LEARNED_COLLECTION)
+    if not learned:
+        return None
+    with tf.name_scope('projection_descent'):
+        return tf.group(*[p.P.assign(descend_projection(p.P, p.W, p.objective_of_projected,
+                                                        lr, iters, form))
+                          for p in learned])

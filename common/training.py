@@ -19,9 +19,9 @@ from pathlib import Path
 import tensorflow.compat.v1 as tf
 
 from common import data, runlog, runstate
-from common.config import learning_rate, scaled_widths
+from common.config import learning_rate, parse_md5_flag, scaled_widths
 from common.model import cnn9, comhe_first_term, comhe_score_term
-from common.projections import P_OBJECTIVE_COLLECTION, PROJECTION_COLLECTION, WEIGHT_DECAY
+from common.projections import P_OBJECTIVE_COLLECTION, WEIGHT_DECAY, projection_descent
 
 LOG_EVERY = 100
 LABEL_SMOOTHING = 0.01
@@ -29,7 +29,11 @@ TEST_BATCH = 100
 
 
 class NonFiniteLoss(RuntimeError):
-    """A logged term became NaN or inf."""
+    """A logged term, or a weight about to be saved, became NaN or inf."""
+
+
+RESTART_ADVICE = ('lower --base_lr or check the input data, and start a new run without '
+                  '--resume (a resume would replay the same steps)')
 
 
 @dataclass
@@ -46,7 +50,8 @@ class TrainGraph:
     acc: tf.Tensor
     train_op: tf.Operation
     p_objective: object        # sum of the P objectives, or None when there are no learned P
-    p_step: object             # one descent step on it, or None
+    p_steps: object            # the iteration's `iters` descent steps on them (one op), or None
+    weights_finite: tf.Tensor  # every variable (weights, slots, averages, P) free of NaN and inf
     model: object
 
 
@@ -73,13 +78,13 @@ def build_graph(flags, hidden_term, first_term=comhe_first_term, score_term=comh
     main_step = tf.train.MomentumOptimizer(lr, 0.9).minimize(
         loss, global_step=global_step, var_list=tf.trainable_variables())
     train_op = tf.group(main_step, *model.bn_updates)
-    p_objective = p_step = None
-    if tf.get_collection(P_OBJECTIVE_COLLECTION):
-        p_objective = tf.add_n(tf.get_collection(P_OBJECTIVE_COLLECTION))
-        p_step = tf.train.GradientDescentOptimizer(lr).minimize(
-            p_objective, var_list=tf.get_collection(PROJECTION_COLLECTION))
-    return TrainGraph(images, labels, is_training, lr, global_step, fit, reg,
-                      model.thom, model.thomf, acc, train_op, p_objective, p_step, model)
+    objectives = tf.get_collection(P_OBJECTIVE_COLLECTION)
+    p_objective = tf.add_n(objectives) if objectives else None
+    p_steps = projection_descent(lr, getattr(flags, 'iters', 1))
+    weights_finite = tf.reduce_all([tf.reduce_all(tf.is_finite(v)) for v in tf.global_variables()
+                                    if v.dtype.base_dtype.is_floating])
+    return TrainGraph(images, labels, is_training, lr, global_step, fit, reg, model.thom,
+                      model.thomf, acc, train_op, p_objective, p_steps, weights_finite, model)
 
 
 def session_config():
@@ -102,7 +107,7 @@ def _check_finite(iteration, values):
     if bad:
         raise NonFiniteLoss(
             f'non-finite loss at iteration {iteration}: {", ".join(bad)} = '
-            f'{", ".join(str(values[b]) for b in bad)}; lower --base_lr or check the input data')
+            f'{", ".join(str(values[b]) for b in bad)}; {RESTART_ADVICE}')
 
 
 def _duration(seconds):
@@ -169,7 +174,6 @@ def train(flags, run_name, hidden_term, dataset=None, **graph_kwargs):
         g = build_graph(flags, hidden_term, **graph_kwargs)
         saver = tf.train.Saver(max_to_keep=2)
         init = tf.global_variables_initializer()
-    p_iters = getattr(flags, 'iters', 0) if g.p_step is not None else 0
     with tf.Session(graph=graph, config=session_config()) as sess:
         if flags.resume:
             start = files.checkpoint_iteration()
@@ -197,6 +201,16 @@ def train(flags, run_name, hidden_term, dataset=None, **graph_kwargs):
         events.add_session_log(tf.SessionLog(status=tf.SessionLog.START), start)
 
         def checkpoint(iteration):
+            # Never save what a diverging update left, so the last checkpoint stays good:
+            # finite variables, and finite terms that need no batch.
+            lr = learning_rate(iteration, flags.base_lr, flags.max_iters)
+            finite, *terms = sess.run([g.weights_finite, g.reg, g.thom, g.thomf], {g.lr: lr})
+            bad = [f'{k} = {v}' for k, v in zip(('reg', 'thom', 'thomf'), terms)
+                   if not math.isfinite(v)]
+            if not finite or bad:
+                problem = ', '.join((['non-finite weights'] if not finite else []) + bad)
+                raise NonFiniteLoss(f'the update of iteration {iteration - 1} left weights that '
+                                    f'cannot be saved ({problem}); {RESTART_ADVICE}')
             saver.save(sess, str(files.checkpoint_dir / 'ckpt'), global_step=iteration,
                        write_meta_graph=False)
             events.flush()
@@ -207,49 +221,59 @@ def train(flags, run_name, hidden_term, dataset=None, **graph_kwargs):
             _scalars(events, iteration, test_acc=acc)
             print(runlog.format_test_line(iteration, acc), flush=True)
 
-        progress = Progress(start, flags.max_iters, flags.batch_size)
-        fetches = [g.fit, g.reg, g.thom, g.thomf, g.acc, g.train_op]
-        with data.TrainBatchPrefetcher(train_x, train_y, flags.random_seed, flags.batch_size,
-                                       start_iter=start) as batches, StopSignals() as stop:
-            for it in range(start, flags.max_iters):
-                x, y = next(batches)
-                lr = learning_rate(it, flags.base_lr, flags.max_iters)
-                for _ in range(p_iters):
-                    sess.run(g.p_step, {g.lr: lr})
-                fit, reg, thom, thomf, acc, _ = sess.run(
-                    fetches, {g.images: x, g.labels: y, g.is_training: True, g.lr: lr})
-                try:
-                    _check_finite(it, dict(fit=fit, reg=reg, thom=thom, thomf=thomf))
-                except NonFiniteLoss as e:
-                    last = files.checkpoint_iteration()
-                    kept = f'the last good checkpoint is at iteration {last}' if last is not None \
-                        else 'no checkpoint was written yet'
-                    print(f'error: {e}\n{kept}; logs so far are in {files.train_log.parent}',
-                          file=sys.stderr)
-                    events.close()
-                    return 1
-                if it % LOG_EVERY == 0:
-                    # No energy at all (the MHE baseline): the release's shorter line.
-                    energy = (thom, thomf) if g.model.layer_terms else (None, None)
-                    line = runlog.format_train_line(it, fit, reg, acc, *energy)
-                    _append(files.train_log, line)
-                    _scalars(events, it, fit=fit, reg=reg, thom=thom, thomf=thomf, lr=lr, train_acc=acc)
-                    print(f'{line}  [{progress(it)}]', flush=True)
-                if it % flags.eval_every == 0 and it != 0:
-                    test_line(it)
-                if stop.signum is not None:
-                    checkpoint(it + 1)
-                    name = signal.Signals(stop.signum).name
-                    print(f'{name}: checkpoint saved at iteration {it + 1}; continue with the '
-                          f'same command and --resume', file=sys.stderr, flush=True)
-                    events.close()
-                    return 128 + stop.signum
-                # The checkpoint at max_iters comes after the final test line.
-                if (it + 1) % flags.ckpt_every == 0 and it + 1 < flags.max_iters:
-                    checkpoint(it + 1)
-            test_line(flags.max_iters - 1)
-            checkpoint(flags.max_iters)
+        try:
+            if not flags.resume:
+                checkpoint(0)   # so that a run killed early can still be resumed
+            code = _loop(flags, g, sess, files, start, train_x, train_y, events, checkpoint,
+                         test_line)
+        except NonFiniteLoss as e:
+            last = files.checkpoint_iteration()
+            kept = f'the last good checkpoint is at iteration {last}' if last is not None \
+                else 'no checkpoint was written'
+            print(f'error: {e}\n{kept}; the logs so far are in {files.train_log.parent}',
+                  file=sys.stderr)
+            code = 1
         events.close()
+    return code
+
+
+def _loop(flags, g, sess, files, start, train_x, train_y, events, checkpoint, test_line):
+    """Iterations start .. max_iters - 1, then the final test line and checkpoint;
+    returns the exit code (128 + signal number when stopped by SIGINT/SIGTERM)."""
+    progress = Progress(start, flags.max_iters, flags.batch_size)
+    fetches = [g.fit, g.reg, g.thom, g.thomf, g.acc, g.train_op]
+    last = flags.max_iters - 1
+    with data.TrainBatchPrefetcher(train_x, train_y, flags.random_seed, flags.batch_size,
+                                   start_iter=start) as batches, StopSignals() as stop:
+        for it in range(start, flags.max_iters):
+            x, y = next(batches)
+            lr = learning_rate(it, flags.base_lr, flags.max_iters)
+            if g.p_steps is not None:
+                sess.run(g.p_steps, {g.lr: lr})
+            fit, reg, thom, thomf, acc, _ = sess.run(
+                fetches, {g.images: x, g.labels: y, g.is_training: True, g.lr: lr})
+            _check_finite(it, dict(fit=fit, reg=reg, thom=thom, thomf=thomf))
+            if it % LOG_EVERY == 0:
+                # No energy at all (the MHE baseline): the release's shorter line.
+                energy = (thom, thomf) if g.model.layer_terms else (None, None)
+                line = runlog.format_train_line(it, fit, reg, acc, *energy)
+                _append(files.train_log, line)
+                _scalars(events, it, fit=fit, reg=reg, thom=thom, thomf=thomf, lr=lr, train_acc=acc)
+                print(f'{line}  [{progress(it)}]', flush=True)
+            if it % flags.eval_every == 0 and 0 < it < last:   # the last one comes below
+                test_line(it)
+            if it == last:
+                break            # a signal now: finishing costs only the final test
+            if stop.signum is not None:
+                checkpoint(it + 1)
+                name = signal.Signals(stop.signum).name
+                print(f'{name}: checkpoint saved at iteration {it + 1}; continue with the '
+                      f'same command and --resume', file=sys.stderr, flush=True)
+                return 128 + stop.signum
+            if (it + 1) % flags.ckpt_every == 0:
+                checkpoint(it + 1)
+        test_line(last)
+        checkpoint(flags.max_iters)
     return 0
 
 
@@ -265,11 +289,8 @@ def _append(path, line):
 
 def _md5_kwargs(flags):
     """Expected checksums: the official ones unless --data_md5 names others."""
-    spec = getattr(flags, 'data_md5', None)
-    if not spec:
-        return {}
-    sums = dict(item.split('=', 1) for item in spec.split(','))
-    kwargs = {'file_md5': {k: sums[k] for k in ('train', 'test') if k in sums}}
+    sums = parse_md5_flag(getattr(flags, 'data_md5', None))
+    kwargs = {'file_md5': {k: sums[k] for k in ('train', 'test') if k in sums}} if sums else {}
     if 'archive' in sums:
         kwargs['archive_md5'] = sums['archive']
     return kwargs

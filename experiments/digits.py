@@ -28,10 +28,10 @@ final test accuracies are read back from them with ``common.runlog``.
 Writes ``<out>/digits.md`` (markdown table, command, machine),
 ``<out>/digits.png`` (bar chart, mean and standard deviation over seeds, each
 seed a dot) and ``<out>/digits.json`` (every run's accuracy and time). Prints
-the table on stdout and a progress line per run on stderr.
+the table on stdout and a progress bar line per run on stderr.
 
-    .venv/bin/python experiments/digits.py             # the full experiment
-    .venv/bin/python experiments/digits.py --quick     # a tiny run, seconds per method
+    .venv/bin/python experiments/digits.py             # the full experiment, into experiments/results/
+    .venv/bin/python experiments/digits.py --quick     # a tiny run into logs/digits/quick/
 """
 import argparse
 import contextlib
@@ -95,14 +95,17 @@ def parse_args(argv=None):
                    help='AdvP P-steps per iteration (default: the entry point\'s, 10)')
     p.add_argument('--methods', nargs='+', choices=list(METHODS), default=list(METHODS),
                    help='methods to run')
-    p.add_argument('--out', type=Path, default=ROOT / 'experiments' / 'results',
-                   help='where digits.md, digits.png and digits.json go')
+    p.add_argument('--out', type=Path, default=None,
+                   help='where digits.md, digits.png and digits.json go (default experiments/results/, '
+                        'for --quick logs/digits/quick/, so a check never replaces the committed results)')
     p.add_argument('--log_dir', type=Path, default=REPO_ROOT / 'logs' / 'digits',
                    help='training logs go in <log_dir>/<entry point>/<configuration>_seed<k>/')
     p.add_argument('--quick', action='store_true',
                    help='a tiny run (1 seed, 12 iterations, width 0.125) to check the pipeline')
     args = p.parse_args(argv)
     sizes = QUICK if args.quick else DEFAULTS
+    if args.out is None:
+        args.out = REPO_ROOT / 'logs' / 'digits' / 'quick' if args.quick else ROOT / 'experiments' / 'results'
     for name in ('seeds', 'iters', 'width', 'batch_size', 'eval_every'):
         if getattr(args, name) is None:
             setattr(args, name, sizes[name])
@@ -230,7 +233,10 @@ class ProgressLine:
     def begin(self, k):
         method, seed = self.plan[k]
         elapsed = time.perf_counter() - self.start
-        print(f'[digits] run {k + 1} of {len(self.plan)}: {method}, seed {seed} | '
+        width = 25
+        filled = width * k // len(self.plan)
+        bar = '#' * filled + '.' * (width - filled)
+        print(f'[digits] [{bar}] run {k + 1} of {len(self.plan)}: {method}, seed {seed} | '
               f'elapsed {_clock(elapsed)} | ETA {self._eta(k)}', file=sys.stderr, flush=True)
 
     def end(self, k, record):

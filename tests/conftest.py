@@ -13,6 +13,33 @@ import pytest  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 
+# Tests never send traffic off the machine: in this process a connection to
+# anything but loopback fails the test; subprocesses get proxies on a closed
+# loopback port (urllib honours them), so a download attempt there fails at once.
+NO_NETWORK_ENV = {'http_proxy': 'http://127.0.0.1:9', 'https_proxy': 'http://127.0.0.1:9',
+                  'HTTP_PROXY': 'http://127.0.0.1:9', 'HTTPS_PROXY': 'http://127.0.0.1:9',
+                  'no_proxy': '', 'NO_PROXY': ''}
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    import ipaddress
+    import socket
+    connect = socket.socket.connect
+
+    def loopback_only(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0]
+            try:
+                local = host == 'localhost' or ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                local = False
+            if not local:
+                raise AssertionError(f'a test tried to connect to {address}; tests stay on this machine')
+        return connect(sock, address)
+    monkeypatch.setattr(socket.socket, 'connect', loopback_only)
+
+
 @pytest.fixture
 def session():
     """A session on a new graph; ops built inside the test go into that graph."""
@@ -55,6 +82,6 @@ def run_train(variant, *argv, cwd=None, timeout=300, **popen):
     import subprocess
     cwd = ROOT / variant if cwd is None else cwd
     script = (ROOT / variant / 'train.py').relative_to(cwd) if cwd == ROOT else 'train.py'
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='')
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='', **NO_NETWORK_ENV)
     return subprocess.run([sys.executable, str(script), *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout, **popen)

@@ -154,6 +154,13 @@ def test_garbage_file(tmp_path):
     _assert_clean_error(cli('plot', binary, '-o', tmp_path / 'x.png'), 'binary')
 
 
+def test_output_must_be_a_png_file(tmp_path):
+    run = make_run(tmp_path, 'pd40_pn20', 0.5)
+    for bad in (tmp_path / 'curves.pdfx', tmp_path / 'curves', tmp_path):
+        _assert_clean_error(cli('plot', run, '-o', bad), f'-o {bad}: name a .png file')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['logs']
+
+
 def test_help():
     r = cli('--help')
     assert r.returncode == 0 and 'summary' in r.stdout and 'plot' in r.stdout

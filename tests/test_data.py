@@ -254,6 +254,24 @@ def test_truncated_pickle(fixture, tmp_path):
     assert f'{train} is not a readable CIFAR-100 pickle' in msg and 'delete' in msg
 
 
+def test_deleting_bad_pickles_as_advised_recovers(fixture, tmp_path):
+    # The error advises deleting train and test; the folder keeps the archive's
+    # other files (meta), and the next run extracts the pickles into it.
+    shutil.copy(fixture['archive'], tmp_path)
+    first = data.load_cifar100(tmp_path, urls=(closed_port_url(),), **md5s(fixture))
+    folder = tmp_path / 'cifar-100-python'
+    (folder / 'train').write_bytes(b'damaged')
+    with pytest.raises(DataError, match='delete'):
+        data.load_cifar100(tmp_path, urls=(closed_port_url(),), **md5s(fixture))
+    (folder / 'train').unlink()
+    (folder / 'test').unlink()
+    assert listing(folder) == ['meta']
+    again = data.load_cifar100(tmp_path, urls=(closed_port_url(),), **md5s(fixture))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert listing(folder) == ['meta', 'test', 'train']
+    assert listing(tmp_path) == ['cifar-100-python', 'cifar-100-python.tar.gz']
+
+
 def _drop_labels(d):
     del d['fine_labels']
 
@@ -431,6 +449,23 @@ def test_an_epoch_visits_each_kept_image_once(loaded):
     padded = np.pad(images[y_ids[0]], ((4, 4), (4, 4), (0, 0)), mode='symmetric')
     assert any(np.array_equal(x[0], w) or np.array_equal(x[0], w[:, ::-1])
                for w in (padded[t:t + 32, l:l + 32] for t in range(9) for l in range(9)))
+
+
+def test_a_cifar_sized_epoch_is_390_batches_of_distinct_images():
+    # 50,000 images (one stored image, broadcast; the labels name the image):
+    # 390 batches of 128 cover 49,920 distinct images, and the next epoch is
+    # reshuffled and leaves out other ones.
+    n = 50000
+    images = np.broadcast_to(np.zeros((1, 32, 32, 3), np.uint8), (n, 32, 32, 3))
+    ids = np.arange(n, dtype=np.int64)
+    per_epoch = data.batches_per_epoch(n, 128)
+    assert per_epoch == 390
+    epochs = [np.concatenate([data.train_batch(images, ids, 345, e * per_epoch + s)[1]
+                              for s in range(per_epoch)]) for e in range(2)]
+    for visited in epochs:
+        assert len(visited) == len(np.unique(visited)) == 390 * 128
+    assert not np.array_equal(epochs[0], epochs[1])
+    assert set(np.setdiff1d(ids, epochs[0])) != set(np.setdiff1d(ids, epochs[1]))
 
 
 def test_batch_is_a_function_of_seed_and_iteration(loaded):

@@ -69,3 +69,9 @@ def test_tiny_experiment_writes_table_chart_and_json(digits, tmp_path, capsys):
     image = matplotlib.image.imread(out / 'digits.png')
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
     assert len(np.unique(image.reshape(-1, image.shape[2]), axis=0)) > 10   # not blank
+
+
+def test_quick_results_never_replace_the_committed_ones(digits):
+    from common import REPO_ROOT
+    assert digits.parse_args(['--quick']).out == REPO_ROOT / 'logs' / 'digits' / 'quick'
+    assert digits.parse_args([]).out == REPO_ROOT / 'experiments' / 'results'

@@ -95,13 +95,69 @@ def test_acos_kernels_finite_at_exact_unit_cosines():
             assert np.all(np.isfinite(tape.gradient(e, W).numpy()))
 
 
-def test_graph_gradients_match_finite_differences(session):
+def _fd_grad(f, x, h=1e-6):
+    """Central differences of a scalar function of the array x."""
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[idx] += h
+        down[idx] -= h
+        grad[idx] = (f(up) - f(down)) / (2 * h)
+    return grad
+
+
+def _upstream(shape, seed):
+    """Distinct weights per slice/entry, so a gradient that mixes them up shows."""
+    return np.random.default_rng(seed).uniform(0.5, 2.0, size=shape)
+
+
+@pytest.mark.parametrize('half_space', [False, True])
+@pytest.mark.parametrize('power', POWERS)
+def test_energy_gradients_match_finite_differences(session, power, half_space):
+    # Single [d, N] against the NumPy reference, and a batch [T, d, N] under a
+    # weighted sum (each projection's gradient must get its own upstream value).
     W0 = random_w((5, 4), seed=6)
     W = tf.constant(W0)
-    e = hyperspherical_energy(W, '2', half_space=True)
-    grad = session.run(tf.gradients(e, W)[0])
-    want = reference.finite_difference_grad(lambda w: reference.energy(w, '2', True), W0)
+    grad = session.run(tf.gradients(hyperspherical_energy(W, power, half_space), W)[0])
+    want = _fd_grad(lambda w: reference.energy(w, power, half_space), W0)
     np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-8)
+
+    B0, u = random_w((3, 4, 6), seed=7), _upstream(3, 8)
+    B = tf.placeholder(tf.float64, B0.shape)
+    weighted = tf.reduce_sum(u * hyperspherical_energy(B, power, half_space))
+    grad = session.run(tf.gradients(weighted, B)[0], {B: B0})
+    want = _fd_grad(lambda b: session.run(weighted, {B: b}), B0)
+    np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize('shape', [(3, 6), (9, 4), (2, 3, 6), (2, 9, 4)], ids=str)
+def test_pairwise_cosine_gradient_and_its_derivative(session, shape):
+    # Both code paths (d <= N and d > N), a non-symmetric upstream, and the
+    # derivative of the gradient (AP's look-ahead differentiates it again).
+    W0, V = random_w(shape, seed=9), random_w(shape, seed=10)
+    U = _upstream(shape[:-2] + (shape[-1], shape[-1]), 11)
+    W = tf.placeholder(tf.float64, shape)
+    loss = tf.reduce_sum(U * pairwise_cosine(W))
+    grad = tf.gradients(loss, W)[0]
+    hvp = tf.gradients(tf.reduce_sum(grad * V), W)[0]
+    got_grad, got_hvp = session.run([grad, hvp], {W: W0})
+    np.testing.assert_allclose(got_grad, _fd_grad(lambda w: session.run(loss, {W: w}), W0),
+                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        got_hvp, _fd_grad(lambda w: float(np.sum(session.run(grad, {W: w}) * V)), W0),
+        rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('half_space', [False, True])
+@pytest.mark.parametrize('shape', [(5, 4), (2, 3, 6)], ids=str)
+def test_power2_gradient_can_be_differentiated_again(session, shape, half_space):
+    # The hand-written power-'2' gradient carries AdvP's second-order path.
+    W0, V = random_w(shape, seed=12), random_w(shape, seed=13)
+    W = tf.placeholder(tf.float64, shape)
+    grad = tf.gradients(tf.reduce_sum(hyperspherical_energy(W, '2', half_space)), W)[0]
+    hvp = tf.gradients(tf.reduce_sum(grad * V), W)[0]
+    want = _fd_grad(lambda w: float(np.sum(session.run(grad, {W: w}) * V)), W0)
+    np.testing.assert_allclose(session.run(hvp, {W: W0}), want, rtol=1e-5, atol=1e-7)
 
 
 def test_bad_arguments_are_named():

@@ -76,8 +76,25 @@ def test_advp_lookahead_ascends_the_projected_energy(session):
     np.testing.assert_allclose(objective_v, -reference.energy(P0 @ W0, '2') + decay, rtol=1e-9)
 
 
+@pytest.mark.parametrize('term_fn', [proj.angle_projection_term, proj.adversarial_projection_term])
+@pytest.mark.parametrize('shapes', [((6, 5), (3, 6)), ((4, 7), (3, 4))], ids=str)
+def test_learned_terms_differentiate_through_the_lookahead(session, term_fn, shapes):
+    # The main loss reaches W through P' = P -/+ lr * dL/dP as well: d term / dW
+    # (second derivatives of the energy and cosine ops) against finite differences.
+    rng = np.random.default_rng(6)
+    W0, P0 = rng.normal(size=shapes[0]), rng.normal(size=shapes[1])
+    W, P = tf.placeholder(tf.float64, W0.shape), tf.placeholder(tf.float64, P0.shape)
+    term, _ = term_fn(W, P, 0.1)
+    grad_w, grad_p = session.run(tf.gradients(term, [W, P]), {W: W0, P: P0})
+    want_w = reference.finite_difference_grad(lambda w: session.run(term, {W: w, P: P0}), W0)
+    want_p = reference.finite_difference_grad(lambda p: session.run(term, {W: W0, P: p}), P0)
+    np.testing.assert_allclose(grad_w, want_w, rtol=1e-5, atol=1e-8 * np.abs(want_w).max())
+    np.testing.assert_allclose(grad_p, want_p, rtol=1e-5, atol=1e-8 * np.abs(want_p).max())
+
+
 def p_steps(session, lookahead, steps=5, lr=0.05):
     """Plain gradient descent on P's own objective, as the training loop does."""
+    tf.set_random_seed(0)   # P's initial value
     W = tf.constant(np.random.default_rng(4).normal(size=(27, 16)).astype(np.float32))
     P = proj.projection_variable(27, 6)
     _, objective = lookahead(W, P, lr)
@@ -110,3 +127,35 @@ def test_ap_steps_lower_the_angle_loss(session):
     trace = p_steps(session, proj.angle_projection_lookahead, lr=0.01)
     losses = trace[:, 0]
     assert losses[-1] < losses[0], losses
+
+
+@pytest.mark.parametrize('variant', ['angle', 'adversarial'])
+@pytest.mark.parametrize('form', ['direct', 'gram'])
+def test_projection_descent_equals_plain_gradient_descent_steps(session, variant, form):
+    # Both forms of the P steps give what `iters` separate GradientDescentOptimizer
+    # steps on L_P (objective of P W plus P's decay) give.
+    rng = np.random.default_rng(5)
+    W = tf.constant(rng.normal(size=(20, 7)))
+    P0 = rng.normal(size=(4, 20))
+    lr, iters = 0.05, 3
+    objective_of = proj.LEARNED_VARIANTS[variant][1](W)
+    P = tf.Variable(P0)
+    objective = objective_of(tf.matmul(P, W)) + proj.P_DECAY * tf.reduce_sum(P * P) / 2
+    one_step = tf.train.GradientDescentOptimizer(lr).minimize(objective, var_list=[P])
+    descended = proj.descend_projection(P, W, objective_of, lr, iters, form=form)
+    session.run(tf.global_variables_initializer())
+    got = session.run(descended)
+    for _ in range(iters):
+        session.run(one_step)
+    want = session.run(P)
+    assert not np.allclose(want, P0)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_projection_descent_picks_the_cheaper_form():
+    # AdvP's 10 steps at CNN-9's shapes: the Gram form; AP's single step: direct.
+    for d, n in [(576, 64), (1152, 128), (2304, 256), (4096, 256)]:
+        direct, gram = proj._descent_costs(30, d, n, iters=10)
+        assert gram < direct
+        direct, gram = proj._descent_costs(30, d, n, iters=1)
+        assert direct < gram

@@ -15,6 +15,10 @@ machine whose load drifts treats every configuration alike:
    energy, and the seconds to build each graph. Before timing, the naive
    graph is given our graph's weights and both are checked to give the same
    loss values (fit, reg, thom, thomf) at the first step and after it.
+   Each build is timed after a garbage collection, with the objects of the
+   graphs built before frozen out of the collector (``gc.freeze``), as in a
+   train.py's fresh process (else a collection of those graphs, kept open
+   for timing, lands in whichever build triggers it).
    Floors, our graphs with the energies taken out: RP's random draws alone
    (ours, and TensorFlow's own normal sampler, which the naive RP uses), RP's
    draws plus its products P W (forward and backward), and AdvP's products
@@ -38,6 +42,7 @@ the host), more than within one run. The README's table is
 test suite); its numbers mean nothing.
 """
 import argparse
+import gc
 import json
 import math
 import os
@@ -208,6 +213,11 @@ def naive_learned_term(term, flags):
 class Built:
     def __init__(self, cfg, batch):
         graph = tf.Graph()
+        # A train.py builds one graph in a fresh process: here the objects of the
+        # graphs built before (kept open for timing) are frozen out of the garbage
+        # collector, so that collecting them is not counted as this build's time.
+        gc.collect()
+        gc.freeze()
         with graph.as_default():
             start = time.perf_counter()
             self.g = build_graph(cfg.flags, *cfg.terms)
@@ -220,6 +230,7 @@ class Built:
             else:
                 self.p_op, self.p_runs = None, 0
             cfg.build_s.append(time.perf_counter() - start)
+            gc.unfreeze()
             init = tf.global_variables_initializer()
             self.variables = {v.op.name: v for v in tf.global_variables()}
             # To set every variable in one run (Variable.load would run each

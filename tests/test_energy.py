@@ -95,17 +95,6 @@ def test_acos_kernels_finite_at_exact_unit_cosines():
             assert np.all(np.isfinite(tape.gradient(e, W).numpy()))
 
 
-def _fd_grad(f, x, h=1e-6):
-    """Central differences of a scalar function of the array x."""
-    grad = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        up, down = x.copy(), x.copy()
-        up[idx] += h
-        down[idx] -= h
-        grad[idx] = (f(up) - f(down)) / (2 * h)
-    return grad
-
-
 def _upstream(shape, seed):
     """Distinct weights per slice/entry, so a gradient that mixes them up shows."""
     return np.random.default_rng(seed).uniform(0.5, 2.0, size=shape)
@@ -119,14 +108,14 @@ def test_energy_gradients_match_finite_differences(session, power, half_space):
     W0 = random_w((5, 4), seed=6)
     W = tf.constant(W0)
     grad = session.run(tf.gradients(hyperspherical_energy(W, power, half_space), W)[0])
-    want = _fd_grad(lambda w: reference.energy(w, power, half_space), W0)
+    want = reference.finite_difference_grad(lambda w: reference.energy(w, power, half_space), W0)
     np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-8)
 
     B0, u = random_w((3, 4, 6), seed=7), _upstream(3, 8)
     B = tf.placeholder(tf.float64, B0.shape)
     weighted = tf.reduce_sum(u * hyperspherical_energy(B, power, half_space))
     grad = session.run(tf.gradients(weighted, B)[0], {B: B0})
-    want = _fd_grad(lambda b: session.run(weighted, {B: b}), B0)
+    want = reference.finite_difference_grad(lambda b: session.run(weighted, {B: b}), B0)
     np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-8)
 
 
@@ -141,11 +130,11 @@ def test_pairwise_cosine_gradient_and_its_derivative(session, shape):
     grad = tf.gradients(loss, W)[0]
     hvp = tf.gradients(tf.reduce_sum(grad * V), W)[0]
     got_grad, got_hvp = session.run([grad, hvp], {W: W0})
-    np.testing.assert_allclose(got_grad, _fd_grad(lambda w: session.run(loss, {W: w}), W0),
+    fd = reference.finite_difference_grad
+    np.testing.assert_allclose(got_grad, fd(lambda w: session.run(loss, {W: w}), W0),
                                rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(
-        got_hvp, _fd_grad(lambda w: float(np.sum(session.run(grad, {W: w}) * V)), W0),
-        rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got_hvp, fd(lambda w: float(np.sum(session.run(grad, {W: w}) * V)), W0),
+                               rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize('half_space', [False, True])
@@ -156,7 +145,8 @@ def test_power2_gradient_can_be_differentiated_again(session, shape, half_space)
     W = tf.placeholder(tf.float64, shape)
     grad = tf.gradients(tf.reduce_sum(hyperspherical_energy(W, '2', half_space)), W)[0]
     hvp = tf.gradients(tf.reduce_sum(grad * V), W)[0]
-    want = _fd_grad(lambda w: float(np.sum(session.run(grad, {W: w}) * V)), W0)
+    want = reference.finite_difference_grad(
+        lambda w: float(np.sum(session.run(grad, {W: w}) * V)), W0)
     np.testing.assert_allclose(session.run(hvp, {W: W0}), want, rtol=1e-5, atol=1e-7)
 
 

@@ -52,7 +52,8 @@ def reference_terms(W, model_name, power):
 
 
 @pytest.mark.parametrize('model_name,power', [
-    ('mhe', '2'), ('half_mhe', '2'), ('mhe', '0'), ('half_mhe', 'a1'), ('mhe', 'a2')])
+    ('mhe', '2'), ('half_mhe', '2'), ('mhe', '0'), ('half_mhe', '1'), ('mhe', 'a0'),
+    ('half_mhe', 'a1'), ('mhe', 'a2')])                      # each of the six kernels
 def test_terms_at_init_equal_numpy(mhe, model_name, power):
     thom, thomf, terms, W = init_values(mhe, '--model_name', model_name, '--power_s', power)
     assert terms == sorted(LAYERS + ['score'])

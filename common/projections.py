@@ -82,14 +82,16 @@ def projection_variable(d, pd, name='projection'):
         collections=[tf.GraphKeys.GLOBAL_VARIABLES, PROJECTION_COLLECTION])
 
 
+def _times_w_transposed(G, W):
+    # G W^T formed as (W G^T)^T: faster on TensorFlow's CPU kernels at these shapes.
+    return tf.transpose(tf.matmul(W, G, transpose_b=True))
+
+
 @tf.custom_gradient
 def _project(P, W):
-    """P W for a learned P [pd, d]. Its gradient for P is formed as (W dQ^T)^T,
-    which TensorFlow's CPU kernels compute faster than dQ W^T at these shapes
-    (it runs 10 times an iteration in AdvP's P steps)."""
+    """P W for a learned P [pd, d], its gradient for P formed by _times_w_transposed."""
     def grad(dQ):
-        return (tf.transpose(tf.matmul(W, dQ, transpose_b=True)),
-                tf.matmul(P, dQ, transpose_a=True))
+        return _times_w_transposed(dQ, W), tf.matmul(P, dQ, transpose_a=True)
     return tf.matmul(P, W), grad
 
 
@@ -187,11 +189,6 @@ def _descent_costs(pd, d, n, iters):
     return direct, gram
 
 
-def _times_w_transposed(G, W):
-    # G W^T formed as (W G^T)^T: faster on TensorFlow's CPU kernels at these shapes.
-    return tf.transpose(tf.matmul(W, G, transpose_b=True))
-
-
 def descend_projection(P, W, objective_of_projected, lr, iters, form='auto'):
     """P after ``iters`` plain gradient-descent steps, learning rate ``lr``, on
     ``L(P) = objective(P W) + P_DECAY * sum(P^2) / 2`` (W held fixed):
@@ -207,6 +204,8 @@ def descend_projection(P, W, objective_of_projected, lr, iters, form='auto'):
     2 pd d N. ``'auto'`` takes whichever needs fewer multiply-adds: the Gram
     form for AdvP's 10 steps, the direct one for AP's single step.
     """
+    if form not in ('auto', 'direct', 'gram'):
+        raise ValueError(f"form must be 'auto', 'direct' or 'gram', got {form!r}")
     pd, d = P.shape.as_list()
     n = W.shape.as_list()[1]
     if form == 'auto':
@@ -228,8 +227,6 @@ def descend_projection(P, W, objective_of_projected, lr, iters, form='auto'):
             return k + 1, shrink * P - lr * _times_w_transposed(grad_q(tf.matmul(P, W)), W)
         _, P_end = tf.while_loop(unfinished, step, [tf.constant(0), P0])
         return P_end
-    if form != 'gram':
-        raise ValueError(f"form must be 'auto', 'direct' or 'gram', got {form!r}")
     K = tf.matmul(W, W, transpose_a=True)
 
     def gram_step(k, Q, S):

@@ -77,11 +77,15 @@ def cifar_fixture(tmp_path_factory):
     return ['--data_dir', str(data_dir), '--data_md5', md5]
 
 
+def subprocess_env():
+    """The environment of a train.py subprocess: quiet, on the CPU, no network."""
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='', **NO_NETWORK_ENV)
+
+
 def run_train(variant, *argv, cwd=None, timeout=300, **popen):
     """Run ``<variant>/train.py`` in a real subprocess (from its folder by default)."""
     import subprocess
     cwd = ROOT / variant if cwd is None else cwd
     script = (ROOT / variant / 'train.py').relative_to(cwd) if cwd == ROOT else 'train.py'
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='', **NO_NETWORK_ENV)
-    return subprocess.run([sys.executable, str(script), *argv], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, str(script), *argv], cwd=cwd, env=subprocess_env(),
                           capture_output=True, text=True, timeout=timeout, **popen)

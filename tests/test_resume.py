@@ -8,7 +8,7 @@ import time
 import pytest
 
 from common import runlog
-from conftest import NO_NETWORK_ENV, ROOT, run_train
+from conftest import ROOT, run_train, subprocess_env
 
 ITERS = ['--max_iters', '400', '--eval_every', '100', '--ckpt_every', '50']
 QUICK = ['--width', '0.125', '--batch_size', '16', '--base_lr', '0.003']
@@ -49,9 +49,7 @@ def straight_run(straight_runs):
 def start_and_interrupt(args, log_dir, sig, after_line, variant='random_projection'):
     """Start train.py, wait for ``after_line`` in its train log, send ``sig``."""
     env_args = [sys.executable, 'train.py', *args, '--log_dir', str(log_dir)]
-    import os
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='', **NO_NETWORK_ENV)
-    proc = subprocess.Popen(env_args, cwd=ROOT / variant, env=env,
+    proc = subprocess.Popen(env_args, cwd=ROOT / variant, env=subprocess_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = log_dir / RESUMED[variant][1] / 'log_train_00.txt'
     deadline = time.time() + 120

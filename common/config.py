@@ -36,9 +36,11 @@ def build_parser(description, variant, variant_defaults):
     p.add_argument('--batch_size', type=int, default=128, help='training batch size')
     p.add_argument('--gpu_no', type=str, default='0',
                    help='GPU(s) to use: sets CUDA_VISIBLE_DEVICES before TensorFlow starts')
-    p.add_argument('--random_seed', type=int, default=345,
+    p.add_argument('--random_seed', type=int, default=variant_defaults.get('random_seed', 345),
                    help='seed of the graph-level and numpy randomness')
     for name, default in variant_defaults.items():
+        if name == 'random_seed':
+            continue
         kind, text = VARIANT_FLAGS[name]
         p.add_argument(f'--{name}', type=kind, default=default, help=text,
                        choices=CHOICES.get(name))
@@ -62,6 +64,10 @@ def build_parser(description, variant, variant_defaults):
     p.add_argument('--width', type=float, default=1.0,
                    help='channel multiplier of CNN-9 (1.0 is the paper\'s network; '
                         'smaller for quick checks on a CPU)')
+    p.add_argument('--bn_zero_debias', action='store_true',
+                   help='zero-debias the batch-norm moving averages used at test time (a '
+                        'deviation: the release did not, so its test accuracy stays near '
+                        'chance for the first ~2,500 iterations)')
     return p
 
 
@@ -152,6 +158,7 @@ def parse(description, variant, variant_defaults, argv=None):
     """Parse and check the flags, then select the GPU; exits 2 on a bad flag."""
     parser = build_parser(description, variant, variant_defaults)
     flags = parser.parse_args(argv)
+    flags.variant = variant   # recorded in the run's flags file, so a run knows its entry point
     try:
         validate(flags)
         check_run_folder(flags)

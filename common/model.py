@@ -55,15 +55,19 @@ def _he_filter(shape):
         stddev=(2.0 / fan_in) ** 0.5))
 
 
-def _batch_norm(x, is_training, model):
-    """Batch moments in training, their zero-debiased EMA at test time."""
+def _batch_norm(x, is_training, model, zero_debias):
+    """Batch moments in training, their moving averages at test time.
+
+    As the release: ``ExponentialMovingAverage(0.999).apply`` with TF 1.x's
+    default ``zero_debias=False``, so the averages start at 0 and after t steps
+    are (1 - 0.999^t) times the debiased ones; ``zero_debias`` debiases them.
+    """
     n_out = x.shape[-1]
     with tf.variable_scope('bn'):
         gamma = tf.get_variable('gamma', [n_out], initializer=tf.ones_initializer())
         beta = tf.get_variable('beta', [n_out], initializer=tf.zeros_initializer())
         mean, var = tf.nn.moments(x, [0, 1, 2], name='moments')
-        # TF 1.x zero-debiased averages of tensors by default; TF 2.x must be asked.
-        ema = tf.train.ExponentialMovingAverage(decay=BN_DECAY, zero_debias=True)
+        ema = tf.train.ExponentialMovingAverage(decay=BN_DECAY, zero_debias=zero_debias)
         model.bn_updates.append(ema.apply([mean, var]))
         mean, var = tf.cond(is_training, lambda: (mean, var),
                             lambda: (ema.average(mean), ema.average(var)))
@@ -72,11 +76,13 @@ def _batch_norm(x, is_training, model):
 
 
 def cnn9(images, is_training, hidden_term, global_step, lr, seed, n_class=100,
-         widths=WIDTHS, first_term=comhe_first_term, score_term=comhe_score_term):
+         widths=WIDTHS, first_term=comhe_first_term, score_term=comhe_score_term,
+         bn_zero_debias=False):
     """Build CNN-9 on uint8 images ``[B, 32, 32, 3]``; returns a ``CNN9``.
 
     ``hidden_term(W, ctx)``, ``first_term(W)`` and ``score_term(W)`` return a
     scalar energy term for the filter matrix ``W [d, N]``, or ``None``.
+    ``bn_zero_debias``: debias the test-time batch-norm averages (the release did not).
     """
     model = CNN9(logits=None, thom=None, thomf=None)
     feat = (tf.cast(images, tf.float32) - 127.5) / 128.0
@@ -91,7 +97,7 @@ def cnn9(images, is_training, hidden_term, global_step, lr, seed, n_class=100,
                 model.layer_terms[name] = energy
             x = tf.nn.conv2d(x, kernel, [1, 1, 1, 1], padding=padding)
             if bn_relu:
-                x = tf.nn.relu(_batch_norm(x, is_training, model))
+                x = tf.nn.relu(_batch_norm(x, is_training, model, bn_zero_debias))
         return x
 
     def hidden_hook(name):

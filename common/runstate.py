@@ -24,8 +24,8 @@ from pathlib import Path
 from common import runlog
 
 # Flags that change what a run computes; a resume must not change them.
-TRAINING_FLAGS = ('base_lr', 'batch_size', 'random_seed', 'pd', 'pn', 'pnd', 'iters',
-                  'max_iters', 'eval_every', 'width', 'model_name', 'power_s')
+TRAINING_FLAGS = ('variant', 'base_lr', 'batch_size', 'random_seed', 'pd', 'pn', 'pnd', 'iters',
+                  'max_iters', 'eval_every', 'width', 'model_name', 'power_s', 'bn_zero_debias')
 _ITER = re.compile(r'^(?:====|\+\+\+\+)iter_(\d+):')
 
 
@@ -90,8 +90,11 @@ def check_writable(folder):
     os.remove(probe)
 
 
-def save_flags(files, flags):
+def save_flags(files, flags, configuration=None):
+    """The training flags, and the configuration folder's name (which common.reference reads)."""
     values = {k: v for k, v in vars(flags).items() if k in TRAINING_FLAGS}
+    if configuration is not None:
+        values['configuration'] = configuration
     files.flags_file.write_text(json.dumps(values, indent=1, sort_keys=True) + '\n')
 
 

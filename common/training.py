@@ -67,7 +67,8 @@ def build_graph(flags, hidden_term, first_term=comhe_first_term, score_term=comh
 
     model = cnn9(images, is_training, hidden_term, global_step, lr, flags.random_seed,
                  n_class=n_class, widths=scaled_widths(flags.width),
-                 first_term=first_term, score_term=score_term)
+                 first_term=first_term, score_term=score_term,
+                 bn_zero_debias=getattr(flags, 'bn_zero_debias', False))
     target = (1.0 - LABEL_SMOOTHING) * tf.one_hot(labels, n_class) + LABEL_SMOOTHING / n_class
     fit = tf.reduce_mean(-tf.reduce_sum(target * tf.log(tf.nn.softmax(model.logits) + 1e-4), 1))
     reg = WEIGHT_DECAY * tf.add_n([tf.reduce_sum(tf.square(v)) / 2.0 for v in model.decayed])
@@ -192,7 +193,7 @@ def train(flags, run_name, hidden_term, dataset=None, **graph_kwargs):
             files.checkpoint_dir.mkdir()
             files.train_log.touch()
             files.test_log.touch()
-            runstate.save_flags(files, flags)
+            runstate.save_flags(files, flags, run_name)
         print(f'logs: {files.train_log} and {files.test_log.name}', flush=True)
         graph.finalize()
         with graph.as_default():

@@ -1,0 +1,69 @@
+"""The authors' published logs, kept in ``logs/authors/``, and which of them a run compares with.
+
+    logs/authors/comhe/<variant>/<configuration>/   the CoMHE release (75,000 iterations)
+    logs/authors/mhe/<configuration>/               the MHE release (42,500 iterations)
+
+A run of ours is identified by its entry point (variant) and configuration
+folder name (``pd40_pn20``, ``half_mhe_2``, ...): from the ``variant`` and
+``configuration`` recorded in its ``flags_NN.json``, or else from its path
+(``.../<variant>/<configuration>``). The authors' run of the same variant and
+configuration, if they published one, is its reference. No TensorFlow here.
+"""
+import json
+from pathlib import Path
+
+from common import REPO_ROOT
+
+AUTHORS_DIR = REPO_ROOT / 'logs' / 'authors'
+VARIANTS = ('random_projection', 'angle_projection', 'adversarial_projection', 'mhe')
+# Iterations of each release's schedule (SPEC sections 5 and 7).
+RELEASE_ITERS = {'comhe': 75000, 'mhe': 42500}
+MHE_KERNELS = ('0', '1', '2', 'a0', 'a1', 'a2')
+
+# The paper's comparison: (row label, variant, configuration), the authors' defaults.
+PAPER_ROWS = ([('baseline', 'mhe', 'baseline')]
+              + [(f'MHE, kernel {k}', 'mhe', f'mhe_{k}') for k in MHE_KERNELS]
+              + [(f'half-space MHE, kernel {k}', 'mhe', f'half_mhe_{k}') for k in MHE_KERNELS]
+              + [('CoMHE random projection', 'random_projection', 'pd40_pn20'),
+                 ('CoMHE angle-preserving projection', 'angle_projection', 'pd30_pn1_iter1'),
+                 ('CoMHE adversarial projection', 'adversarial_projection', 'pd30_pn1_iter10')])
+
+
+def release_of(variant):
+    """'mhe' for the MHE rows, 'comhe' for the three CoMHE variants."""
+    if variant not in VARIANTS:
+        raise ValueError(f'unknown variant {variant!r}; one of {", ".join(VARIANTS)}')
+    return 'mhe' if variant == 'mhe' else 'comhe'
+
+
+def authors_run_dir(variant, configuration, root=AUTHORS_DIR):
+    """The folder of the authors' run of this variant and configuration, or None."""
+    release = release_of(variant)
+    folder = Path(root) / release / (configuration if release == 'mhe' else f'{variant}/{configuration}')
+    return folder if any(folder.glob('log_t*_00.txt')) else None
+
+
+def identify(run_path):
+    """(variant, configuration) of one of our runs (a folder or a log file), or None."""
+    path = Path(run_path)
+    folder = path.parent if path.is_file() else path
+    for flags_file in sorted(folder.glob('flags_*.json'), reverse=True):
+        try:
+            saved = json.loads(flags_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if saved.get('variant') in VARIANTS and saved.get('configuration'):
+            return saved['variant'], saved['configuration']
+    parts = folder.resolve().parts
+    if len(parts) >= 2 and parts[-2] in VARIANTS:
+        return parts[-2], parts[-1]
+    return None
+
+
+def reference_for(run_path, root=AUTHORS_DIR):
+    """The authors' run matching ``run_path``, or None if they published none (or it is theirs)."""
+    path = Path(run_path).resolve()
+    if Path(root).resolve() in path.parents:
+        return None
+    found = identify(path)
+    return authors_run_dir(*found, root=root) if found else None

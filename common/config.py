@@ -34,8 +34,10 @@ def build_parser(description, variant, variant_defaults):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--base_lr', type=float, default=0.1, help='initial learning rate')
     p.add_argument('--batch_size', type=int, default=128, help='training batch size')
-    p.add_argument('--gpu_no', type=str, default='0',
-                   help='GPU(s) to use: sets CUDA_VISIBLE_DEVICES before TensorFlow starts')
+    p.add_argument('--gpu_no', type=str, default=None,
+                   help='GPU(s) to use: sets CUDA_VISIBLE_DEVICES before TensorFlow starts '
+                        '(default: an inherited CUDA_VISIBLE_DEVICES, e.g. the GPU Ray gave a '
+                        'sweep run, else 0)')
     p.add_argument('--random_seed', type=int, default=variant_defaults.get('random_seed', 345),
                    help='seed of the graph-level and numpy randomness')
     for name, default in variant_defaults.items():
@@ -149,9 +151,13 @@ def learning_rate(iteration, base_lr, max_iters):
 
 
 def select_gpu(gpu_no):
-    """As the original: pick the GPU(s) before TensorFlow starts."""
+    """As the original: pick the GPU(s) before TensorFlow starts. Without --gpu_no an
+    inherited CUDA_VISIBLE_DEVICES stands (a scheduler such as Ray chose the GPU), else GPU 0."""
     os.environ.setdefault('CUDA_DEVICE_ORDER', 'PCI_BUS_ID')
-    os.environ['CUDA_VISIBLE_DEVICES'] = str(gpu_no)
+    if gpu_no is not None:
+        os.environ['CUDA_VISIBLE_DEVICES'] = str(gpu_no)
+    else:
+        os.environ.setdefault('CUDA_VISIBLE_DEVICES', '0')
 
 
 def parse(description, variant, variant_defaults, argv=None):

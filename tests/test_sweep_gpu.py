@@ -1,0 +1,41 @@
+"""GPU choice of a train.py (issue 14): --gpu_no sets CUDA_VISIBLE_DEVICES; without it an
+inherited CUDA_VISIBLE_DEVICES (the GPU Ray gave a sweep run) stands, else GPU 0; and
+--gpu_no is not a training flag, so a --resume on another GPU is allowed."""
+import pytest
+
+from common import config, runstate
+from conftest import entry_flags, load_entry_point
+
+
+def parse(tmp_path, *argv):
+    module = load_entry_point('random_projection')
+    return config.parse('', module.VARIANT, module.DEFAULTS, [*argv, '--log_dir', str(tmp_path)])
+
+
+@pytest.mark.parametrize('inherited,argv,visible', [
+    (None, [], '0'),                       # the release's default
+    ('3', [], '3'),                        # a scheduler's choice stands
+    ('', [], ''),                          # an inherited "no GPU" stands too
+    ('3', ['--gpu_no', '1'], '1'),         # an explicit flag wins
+    (None, ['--gpu_no', '0,1'], '0,1'),
+])
+def test_gpu_no_and_inherited_cuda_visible_devices(monkeypatch, tmp_path, inherited, argv, visible):
+    if inherited is None:
+        monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+    else:
+        monkeypatch.setenv('CUDA_VISIBLE_DEVICES', inherited)
+    parse(tmp_path, *argv)
+    import os
+    assert os.environ['CUDA_VISIBLE_DEVICES'] == visible
+
+
+def test_gpu_no_is_not_a_flag_that_blocks_resume(monkeypatch, tmp_path):
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '0')
+    first = parse(tmp_path, '--gpu_no', '2')
+    files = runstate.new_run(tmp_path / config.run_name(first))
+    files.run_dir.mkdir()
+    runstate.save_flags(files, first, config.run_name(first))
+    again = entry_flags(load_entry_point('random_projection'), '--log_dir', str(tmp_path), '--gpu_no', '5')
+    again.variant = first.variant
+    assert 'gpu_no' not in runstate.TRAINING_FLAGS
+    assert runstate.changed_flags(files, again) == []

@@ -55,6 +55,12 @@ _DIST_FLOOR = 1e-7
 _ACOS_CLIP = 1e-6
 
 
+def static_dims(W):
+    """The static shape as plain ints (None where unknown), also after
+    ``tf.compat.v1.disable_v2_behavior()``, where ``W.shape[i]`` is a ``Dimension``."""
+    return tf.TensorShape(W.shape).as_list()
+
+
 def _normalised(W):
     """(sum of squares [.., N], 1 / n [.., N], the normalised columns [.., d, N])."""
     sq = tf.reduce_sum(tf.square(W), axis=-2)
@@ -76,7 +82,7 @@ def pairwise_cosine(W):
     is scaled, which saves passes over the larger d x N matrix.
     """
     W = tf.convert_to_tensor(W)
-    d, n = W.shape[-2], W.shape[-1]
+    d, n = static_dims(W)[-2:]
     if d is not None and n is not None and d > n:
         return _cosine_scaled_after(W)
 
@@ -152,7 +158,7 @@ def _zero_diagonal(C, sq):
 
 def _energy_generic(W, power, half_space):
     """Any kernel, through automatic differentiation."""
-    n = W.shape[-1]
+    n = static_dims(W)[-1]
     sq, inv_norm, Wn = _normalised(W)
     C = _zero_diagonal(_gram(Wn), sq)
     f0 = _kernel(tf.zeros([], W.dtype), power)
@@ -172,7 +178,7 @@ def _energy_power2(W, half_space):
     Half space: sum_{i != j} 1 / (1 - c_ij^2) (= f(c) + f(-c) summed over
     i < j, twice), the diagonal adding N, plus sum_i 1 / (2 + 2 c_ii).
     """
-    n = W.shape[-1]
+    n = static_dims(W)[-1]
     scale = 1.0 / (n * (2 * n - 1.0)) if half_space else 1.0 / (n * (n - 1.0))
     floor = tf.cast(_DIST_FLOOR, W.dtype)
 
@@ -224,7 +230,7 @@ def hyperspherical_energy(W, power='2', half_space=False):
     W = tf.convert_to_tensor(W)
     if W.shape.rank not in (2, 3):
         raise ValueError(f"W must be [d, N] or [T, d, N], got shape {W.shape}")
-    n = W.shape[-1]
+    n = static_dims(W)[-1]
     if n is None or n < 2:
         raise ValueError(f"need at least 2 neurons (a static N >= 2), got shape {W.shape}")
     if power == '2':
@@ -234,4 +240,4 @@ def hyperspherical_energy(W, power='2', half_space=False):
 
 def filters_as_matrix(kernel):
     """A conv kernel [k, k, C_in, N] (or a [d, N] matrix) as W [d, N]."""
-    return tf.reshape(kernel, [-1, kernel.shape[-1]])
+    return tf.reshape(kernel, [-1, static_dims(kernel)[-1]])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import tensorflow.compat.v1 as tf
 
-from common.energy import filters_as_matrix, hyperspherical_energy
+from common.energy import filters_as_matrix, hyperspherical_energy, static_dims
 
 WIDTHS = (64, 128, 256, 256)   # conv1_*, conv2_*, conv3_*, fc6
 BN_DECAY = 0.999
@@ -62,7 +62,7 @@ def _batch_norm(x, is_training, model, zero_debias):
     default ``zero_debias=False``, so the averages start at 0 and after t steps
     are (1 - 0.999^t) times the debiased ones; ``zero_debias`` debiases them.
     """
-    n_out = x.shape[-1]
+    n_out = static_dims(x)[-1]
     with tf.variable_scope('bn'):
         gamma = tf.get_variable('gamma', [n_out], initializer=tf.ones_initializer())
         beta = tf.get_variable('beta', [n_out], initializer=tf.zeros_initializer())
@@ -90,7 +90,7 @@ def cnn9(images, is_training, hidden_term, global_step, lr, seed, n_class=100,
 
     def conv(x, name, ksize, n_out, padding, bn_relu, term):
         with tf.variable_scope(name):
-            kernel = _he_filter([ksize, ksize, x.shape[-1], n_out])
+            kernel = _he_filter([ksize, ksize, static_dims(x)[-1], n_out])
             model.decayed.append(kernel)
             energy = term(filters_as_matrix(kernel))
             if energy is not None:

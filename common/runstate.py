@@ -103,6 +103,8 @@ def changed_flags(files, flags):
     if not files.flags_file.is_file():
         return []
     saved = json.loads(files.flags_file.read_text())
+    # Runs started before --bn_zero_debias existed always debiased their BN averages.
+    saved.setdefault('bn_zero_debias', True)
     return [(k, getattr(flags, k), v) for k, v in saved.items()
             if hasattr(flags, k) and getattr(flags, k) != v]
 

@@ -79,22 +79,28 @@ def test_logged_terms_at_init_equal_numpy(variant):
 
 
 @pytest.mark.parametrize('variant', ['angle_projection', 'adversarial_projection'])
-def test_only_the_p_steps_move_p(variant):
+def test_the_training_op_takes_the_p_steps_then_the_main_step(variant):
+    # One session call per iteration: train_op moves P by exactly the P steps
+    # (taken from the W before the update), and W by the main step.
     flags, graph, g, sess = built(variant)
+    assert g.p_steps_in_train_op
     P_vars = graph.get_collection(PROJECTION_COLLECTION)
     assert len(P_vars) == 9
     x, y = batch()
     feed = {g.images: x, g.labels: y, g.is_training: True, g.lr: 0.1}
     P0, W0 = sess.run(P_vars), filter_matrix(graph, sess, 'conv2_0')
+    sess.run(g.p_steps, {g.lr: 0.1})
+    P_alone, W_alone = sess.run(P_vars), filter_matrix(graph, sess, 'conv2_0')
+    assert all(not np.allclose(a, b) for a, b in zip(P0, P_alone))
+    np.testing.assert_array_equal(W0, W_alone)           # P steps leave W alone
+    with graph.as_default():
+        for P, value in zip(P_vars, P0):
+            P.load(value, sess)
     sess.run(g.train_op, feed)
     P1, W1 = sess.run(P_vars), filter_matrix(graph, sess, 'conv2_0')
-    assert not np.allclose(W0, W1)                       # the main step trains W ...
-    for a, b in zip(P0, P1):
-        np.testing.assert_array_equal(a, b)              # ... and never P
-    sess.run(g.p_steps, {g.lr: 0.1})
-    P2, W2 = sess.run(P_vars), filter_matrix(graph, sess, 'conv2_0')
-    assert all(not np.allclose(a, b) for a, b in zip(P1, P2))
-    np.testing.assert_array_equal(W1, W2)                # P steps leave W alone
+    assert not np.allclose(W0, W1)                       # the main step trains W
+    for a, b in zip(P_alone, P1):                        # the same P steps, from the same W
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
     sess.close()
 
 
@@ -154,21 +160,37 @@ def test_run_names_follow_the_release():
     assert config.run_name(entry_flags(load_entry_point('adversarial_projection'))) == 'pd30_pn1_iter10'
 
 
-def test_bn_test_statistics_are_zero_debiased_averages_of_batch_moments():
-    # SPEC: EMA with decay 0.999, zero-debiased (TF 1.x did that for tensors).
-    flags, graph, g, sess = built('random_projection')
+@pytest.mark.parametrize('zero_debias', [False, True])
+def test_bn_test_statistics_are_the_release_averages_of_batch_moments(zero_debias):
+    # SPEC 2: ExponentialMovingAverage(0.999).apply([mean, var]) with TF 1.x's default
+    # zero_debias=False: the averages start at 0, so after t steps they are (1 - 0.999^t)
+    # times the debiased ones; --bn_zero_debias divides that factor out.
+    flags, graph, g, sess = built('random_projection', *(['--bn_zero_debias'] if zero_debias else []))
+    assert flags.bn_zero_debias == zero_debias
     mean = graph.get_tensor_by_name('conv1_0/bn/moments/Squeeze:0')
     var = graph.get_tensor_by_name('conv1_0/bn/moments/Squeeze_1:0')
     averages = [v for v in graph.get_collection('variables')
                 if v.op.name.startswith('conv1_0/bn/') and v.op.name.endswith('ExponentialMovingAverage')]
     assert len(averages) == 2
     seen = []
-    for seed in range(3):
+    steps = 3
+    for seed in range(steps):
         x, y = batch(seed=seed)
         seen.append(sess.run([mean, var, g.train_op],
                              {g.images: x, g.labels: y, g.is_training: True, g.lr: 0.1})[:2])
-    weights = 0.999 ** np.arange(2, -1, -1) * 0.001
+    weights = 0.999 ** np.arange(steps - 1, -1, -1) * 0.001
     for k, average in enumerate(sorted(averages, key=lambda v: v.op.name)):
-        want = sum(w * s[k] for w, s in zip(weights, seen)) / (1 - 0.999 ** 3)
-        np.testing.assert_allclose(sess.run(average), want, rtol=1e-4, atol=1e-7)
+        biased = sum(w * s[k] for w, s in zip(weights, seen))
+        debiased = biased / (1 - 0.999 ** steps)
+        np.testing.assert_allclose(sess.run(average), debiased if zero_debias else biased,
+                                   rtol=1e-4, atol=1e-9)
+    # At test time the layer normalises with exactly those averages.
+    x, y = batch(seed=9)
+    conv, out, gamma, beta = sess.run(
+        [graph.get_tensor_by_name('conv1_0/Conv2D:0'), graph.get_tensor_by_name('conv1_0/Relu:0'),
+         *[v for v in graph.get_collection('variables') if v.op.name in ('conv1_0/bn/gamma', 'conv1_0/bn/beta')]],
+        {g.images: x, g.is_training: False})
+    avg_mean, avg_var = sess.run(sorted(averages, key=lambda v: v.op.name))
+    want = np.maximum(gamma * (conv - avg_mean) / np.sqrt(avg_var + 1e-3) + beta, 0)
+    np.testing.assert_allclose(out, want, rtol=1e-3, atol=1e-4)
     sess.close()

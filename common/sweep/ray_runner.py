@@ -1,0 +1,176 @@
+"""Run a sweep's unfinished runs as Ray tasks: on a local Ray started here, or on a cluster.
+
+Local (the default): Ray starts with this machine's CPUs and GPUs, bound to the
+loopback interface only (node address 127.0.0.1, no dashboard, no usage statistics,
+and a proxy on a closed loopback port for the cloud-metadata probes Ray's helper
+process makes with `requests`), so nothing leaves the machine. With ``address``,
+the sweep joins an existing cluster (`ray start --head` on one machine, `ray start
+--address HEAD:6379` on the others); the repository and the log folder must then be
+at the same path on every machine (a shared filesystem).
+
+Each run is one task needing ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs
+(fractions pack several runs on one GPU); Ray reruns a task whose worker or machine
+died (``max_retries``), and the task resumes from the run folder. Ctrl-C cancels the
+tasks: each sends its train.py SIGTERM, which writes a checkpoint; a second Ctrl-C
+stops waiting for them.
+"""
+import json
+import logging
+import os
+import time
+
+from common import REPO_ROOT
+from common.sweep import runstatus, task
+from common.sweep.progress import Display
+
+LOOPBACK = '127.0.0.1'
+CLOSED_PORT_PROXY = 'http://127.0.0.1:9'
+# Set in this process before Ray starts (inherited by its processes); each train.py
+# gets the user's values back (task.child_env).
+LOCAL_GUARD_ENV = {
+    'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER': '0',   # node address from loopback, no outside probe
+    'RAY_USAGE_STATS_ENABLED': '0',
+    'http_proxy': CLOSED_PORT_PROXY, 'https_proxy': CLOSED_PORT_PROXY,
+    'HTTP_PROXY': CLOSED_PORT_PROXY, 'HTTPS_PROXY': CLOSED_PORT_PROXY,
+    'no_proxy': 'localhost,127.0.0.1,::1', 'NO_PROXY': 'localhost,127.0.0.1,::1',
+}
+# Ray sets it for its workers; train.py gets the user's value (or none), as by hand.
+RAY_SET_ENV = ('OMP_NUM_THREADS',)
+DRIVER_FILE = 'sweep_driver.json'
+HEARTBEAT_S = 5.0
+DRIVER_ALIVE_S = 60.0
+
+
+def start_ray(address=None, num_cpus=None, num_gpus=None):
+    """Start a local Ray (address None) or join a cluster; returns the env to restore in train.py."""
+    restore = {key: os.environ.get(key) for key in RAY_SET_ENV}
+    if address is None:
+        restore.update({key: os.environ.get(key) for key in LOCAL_GUARD_ENV})
+        os.environ.update(LOCAL_GUARD_ENV)
+    import ray
+    # The workers import common.sweep.task from this repository (same path on every machine).
+    paths = [str(REPO_ROOT)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
+    runtime_env = {'env_vars': {'PYTHONPATH': os.pathsep.join(paths)}}
+    if address is None:
+        ray.init(address='local', num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                 _node_ip_address=LOOPBACK, log_to_driver=False, logging_level=logging.WARNING,
+                 runtime_env=runtime_env)
+    else:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
+                 runtime_env=runtime_env)
+    return restore
+
+
+def driver_alive(sweep_folder):
+    """Whether a `sweep run` on this sweep wrote its heartbeat within the last minute."""
+    try:
+        beat = json.loads((sweep_folder / DRIVER_FILE).read_text())
+        return time.time() - beat['time'] < DRIVER_ALIVE_S
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _heartbeat(sweep_folder, stopped=False):
+    sweep_folder.mkdir(parents=True, exist_ok=True)
+    record = dict(host=runstatus.this_host(), pid=os.getpid(), time=0 if stopped else time.time())
+    (sweep_folder / DRIVER_FILE).write_text(json.dumps(record) + '\n')
+
+
+def rows_of(specs, finished):
+    """[(run_id, state, detail)] for the display: finished tasks' results, else the files."""
+    rows = []
+    for spec in specs:
+        if spec.run_id in finished:
+            result = finished[spec.run_id]
+            rows.append((spec.run_id, result['state'], result['message']))
+            continue
+        state, detail = runstatus.state_of(spec, driver_alive=True)
+        if state not in ('running', 'done'):
+            state, detail = 'pending', ''
+        rows.append((spec.run_id, state, detail))
+    return rows
+
+
+def run_sweep(sweep, address=None, gpus_per_run=None, cpus_per_run=1.0, num_cpus=None,
+              num_gpus=None, display=None):
+    """Run every run of ``sweep`` that is not done; returns the exit code
+    (0 all done, 1 some failed, 130 stopped by Ctrl-C)."""
+    display = display or Display()
+    todo = [s for s in sweep.runs if runstatus.disk_state(s).kind != 'done']
+    done_before = len(sweep.runs) - len(todo)
+    if not todo:
+        display.message(f'{sweep.path}: all {len(sweep.runs)} runs are done; nothing to start '
+                        f'(results: python -m common.sweep table {sweep.path})')
+        return 0
+    display.message(f'{sweep.path}: {len(todo)} of {len(sweep.runs)} runs to run '
+                    f'({done_before} done before), in {sweep.folder}')
+    restore = start_ray(address, num_cpus, num_gpus)
+    import ray
+    try:
+        if gpus_per_run is None:
+            gpus_per_run = 1.0 if ray.cluster_resources().get('GPU', 0) > 0 else 0.0
+        resources = ray.cluster_resources()
+        display.message(f'Ray: {resources.get("CPU", 0):g} CPUs, {resources.get("GPU", 0):g} GPUs; '
+                        f'each run takes {cpus_per_run:g} CPU(s) and {gpus_per_run:g} GPU(s)')
+        remote = ray.remote(task.run_to_completion).options(
+            num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=sweep.retries,
+            retry_exceptions=False)
+        pending = {}
+        for spec in todo:
+            runstatus.write_state(spec.run_dir, state='queued')
+            pending[remote.remote(spec, sweep.retries, gpus_per_run, restore)] = spec
+        return _wait(sweep, pending, display)
+    finally:
+        _heartbeat(sweep.folder, stopped=True)
+        ray.shutdown()
+
+
+def _wait(sweep, pending, display):
+    import ray
+    finished, last_beat = {}, 0.0
+    try:
+        while pending:
+            if time.time() - last_beat > HEARTBEAT_S:
+                _heartbeat(sweep.folder)
+                last_beat = time.time()
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                spec = pending.pop(ref)
+                finished[spec.run_id] = _result(ref, spec)
+            display.update(rows_of(sweep.runs, finished))
+    except KeyboardInterrupt:
+        display.message('stopping: each running train.py gets SIGTERM and writes its checkpoint '
+                        '(Ctrl-C again to stop waiting); run the same command again to continue')
+        for ref in pending:
+            ray.cancel(ref)
+        try:
+            _wait_stopped(pending.values())
+        except KeyboardInterrupt:
+            pass
+        display.update(rows_of(sweep.runs, finished), final=True)
+        return 130
+    display.update(rows_of(sweep.runs, finished), final=True)
+    failed = [r for r in finished.values() if r['state'] != 'done']
+    for result in failed:
+        display.message(f"failed: {result['run_id']} after {result['attempts']} attempt(s): {result['message']}")
+    return 1 if failed else 0
+
+
+def _wait_stopped(specs, timeout=task.STOP_WAIT_S):
+    """Until no cancelled run is still running (each writes 'stopped' once train.py exited)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if all(runstatus.read_state(s.run_dir).get('state') != 'running' for s in specs):
+            return
+        time.sleep(0.5)
+
+
+def _result(ref, spec):
+    """A finished task's result; a task Ray gave up on (worker or machine lost) is failed."""
+    import ray
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as e:
+        message = f'Ray gave up on the task: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
+        runstatus.write_state(spec.run_dir, state='failed', message=message)
+        return dict(run_id=spec.run_id, state='failed', message=message, attempts=None)

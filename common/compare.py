@@ -1,22 +1,29 @@
 """Compare training runs with each other and with the authors' logs: ``python -m common.compare``.
 
-    summary RUN... [--reference RUN] [--csv]     a table: last iteration, final and best
-                                                 test accuracy (and where), final train fit;
-                                                 with a reference, the differences to it
-    plot RUN... [--reference RUN...] -o out.png  test accuracy and train fit against the
-                                                 iteration, references dashed
+    summary RUN... [--reference RUN | --no-reference] [--csv]
+        a table: last iteration, final and best test accuracy (and where), final
+        train fit, and the differences to the reference
+    plot RUN... [--reference RUN... | --no-reference] -o out.png
+        test accuracy and train fit against the iteration, references dashed
+    paper [--logs DIR] [--csv]
+        the paper's comparison (baseline, MHE, half-space MHE, the three CoMHE
+        variants) from the authors' logs, with this project's runs of the same
+        configurations beside them where ``DIR`` (default ``logs/``) has them
 
 A RUN is a configuration folder (all its log indices, merged as described in
 ``common.runlog``), one ``log_train_NN.txt`` / ``log_test_NN.txt`` file (that
 index only), or a folder with run folders below it (each of them, e.g.
-``../shared/reference_logs/comhe``). A missing path or a log that cannot be read
-is reported on stderr with exit code 2.
+``logs/authors/comhe``). Without ``--reference``, each run is compared with the
+authors' run of its variant and configuration (``common.reference``), if they
+published one. A missing path or a log that cannot be read is reported on
+stderr with exit code 2.
 """
 import argparse
 import csv
 import sys
 from pathlib import Path
 
+from common import reference as authors
 from common.runlog import LogError, find_runs, latest_log_index, read_run
 
 EXIT_BAD_INPUT = 2
@@ -60,24 +67,87 @@ COLUMNS = ['run', 'last_iter', 'final_test_acc', 'best_test_acc', 'best_test_ite
 HEADERS = ['run', 'last iter', 'final test acc', 'best test acc', 'best at iter', 'final fit']
 
 
-def summary_rows(runs, reference=None):
-    """One dict per run (the reference first, if any), numbers unformatted; None where unknown."""
+def summary_rows(runs, reference=None, references=None):
+    """One dict per run, numbers unformatted, None where unknown. Each reference
+    comes first, as its own row; a run's differences are to ``reference`` (one for
+    all) or to ``references[k]`` (one per run, None for none)."""
+    refs = [reference] * len(runs) if references is None else list(references)
     rows = []
-    for role, run in ([('reference', reference)] if reference else []) + [('run', r) for r in runs]:
+    for role, run, ref in [('reference', r, None) for r in _distinct(refs)] + \
+            [('run', r, ref) for r, ref in zip(runs, refs)]:
         row = dict(run=run.name, role=role, path=str(run.path), last_iter=run.last_iter,
                    final_test_acc=run.final_test_acc, best_test_acc=run.best_test_acc,
-                   best_test_iter=run.best_test_iter, final_fit=run.final_fit)
-        if reference is not None:
-            row['diff_final'] = _diff(run.final_test_acc, reference.final_test_acc, role)
-            row['diff_best'] = _diff(run.best_test_acc, reference.best_test_acc, role)
+                   best_test_iter=run.best_test_iter, final_fit=run.final_fit,
+                   diff_final=None, diff_best=None)
+        if ref is not None:
+            row['diff_final'] = _diff(run.final_test_acc, ref.final_test_acc, role)
+            row['diff_best'] = _diff(run.best_test_acc, ref.best_test_acc, role)
         rows.append(row)
     return rows
+
+
+def authors_references(runs, note=None):
+    """The authors' run matching each run (None where they published none); ``note``
+    gets a one-line message for each run of ours without a match."""
+    found, refs = {}, []
+    for run in runs:
+        folder = authors.reference_for(run.path)
+        if folder is None:
+            if note is not None and authors.AUTHORS_DIR.resolve() not in run.path.resolve().parents:
+                what = authors.identify(run.path)
+                note(f'note: the authors published no run of {"/".join(what)}; a plain summary'
+                     if what else f'note: {run.path} is not recognised as a run of '
+                     f'{", ".join(authors.VARIANTS)}; pass --reference RUN to compare it')
+            refs.append(None)
+            continue
+        if folder not in found:
+            found[folder] = read_run(folder)
+        refs.append(found[folder])
+    return refs
 
 
 def _diff(value, ref, role):
     if role == 'reference' or value is None or ref is None:
         return None
     return round(value - ref, 4)
+
+
+# --------------------------------------------------------------------------- the paper's table
+
+PAPER_COLUMNS = ['row', 'configuration', 'authors_iters', 'authors_final', 'authors_best',
+                 'ours_last_iter', 'ours_final', 'ours_best', 'diff_final']
+PAPER_HEADERS = ['row', 'run', "authors' iterations", "authors' final", "authors' best",
+                 'ours: last iter', 'ours: final', 'ours: best', 'Δ final (ours - authors)']
+
+
+def paper_rows(logs_dir):
+    """The paper's comparison rows: the authors' figures, and ours where ``logs_dir``
+    holds a run of that variant and configuration (``<variant>/<configuration>``)."""
+    rows = []
+    for label, variant, configuration in authors.PAPER_ROWS:
+        theirs = read_run(authors.authors_run_dir(variant, configuration))
+        row = dict(row=label, configuration=f'{variant}/{configuration}',
+                   authors_iters=authors.RELEASE_ITERS[authors.release_of(variant)],
+                   authors_final=theirs.final_test_acc, authors_best=theirs.best_test_acc,
+                   ours_last_iter=None, ours_final=None, ours_best=None, diff_final=None)
+        ours = Path(logs_dir) / variant / configuration
+        if latest_log_index(ours) is not None:
+            run = read_run(ours)
+            row.update(ours_last_iter=run.last_iter, ours_final=run.final_test_acc,
+                       ours_best=run.best_test_acc,
+                       diff_final=_diff(run.final_test_acc, theirs.final_test_acc, 'run'))
+        rows.append(row)
+    return rows
+
+
+def format_paper_markdown(rows):
+    lines = ['| ' + ' | '.join(PAPER_HEADERS) + ' |', '|---|---|' + '---:|' * (len(PAPER_HEADERS) - 2)]
+    for r in rows:
+        cells = [r['row'], r['configuration'], f"{r['authors_iters']:,}", _acc(r['authors_final']),
+                 _acc(r['authors_best']), _int(r['ours_last_iter']), _acc(r['ours_final']),
+                 _acc(r['ours_best']), _signed(r['diff_final'])]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
 
 
 def format_markdown(rows, with_reference):
@@ -200,13 +270,12 @@ def build_parser():
                     'A RUN is a configuration folder (e.g. logs/random_projection/pd40_pn20), one '
                     'log_train_NN.txt / log_test_NN.txt file, or a folder with run folders below it.',
         epilog='examples:\n'
-               '  python -m common.compare summary logs/random_projection/pd40_pn20 \\\n'
-               '      --reference ../shared/reference_logs/comhe/random_projection/pd40_pn20\n'
-               '  python -m common.compare summary ../shared/reference_logs/comhe --csv\n'
-               '  python -m common.compare plot logs/random_projection/pd40_pn20 \\\n'
-               '      --reference ../shared/reference_logs/comhe/random_projection/pd40_pn20 -o curves.png',
+               '  python -m common.compare summary logs/random_projection/pd40_pn20\n'
+               '  python -m common.compare summary logs/authors/comhe --csv\n'
+               '  python -m common.compare plot logs/random_projection/pd40_pn20 -o curves.png\n'
+               '  python -m common.compare paper',
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest='command', required=True, metavar='{summary,plot}')
+    sub = p.add_subparsers(dest='command', required=True, metavar='{summary,plot,paper}')
 
     s = sub.add_parser('summary', help='a table of final and best test accuracy, last iteration, final fit',
                        description='Print one row per run: the last iteration reached, the final test '
@@ -214,16 +283,33 @@ def build_parser():
                                    '--reference, the differences (final and best) to that run. Markdown '
                                    'table by default.')
     s.add_argument('runs', nargs='+', metavar='RUN', help='run folder or log file')
-    s.add_argument('--reference', metavar='RUN', help='a run to compare with (shown first, differences to it)')
+    ref = s.add_mutually_exclusive_group()
+    ref.add_argument('--reference', metavar='RUN', help='a run to compare with (shown first, differences '
+                     'to it) instead of the authors\' run of the same variant and configuration')
+    ref.add_argument('--no-reference', action='store_true', help='compare with nothing')
     s.add_argument('--csv', action='store_true', help='write CSV instead of a markdown table')
 
     q = sub.add_parser('plot', help='test accuracy and train fit curves as a PNG',
                        description='Two panels, test accuracy and train fit against the iteration, one '
                                    'line per run; reference runs dashed.')
     q.add_argument('runs', nargs='*', metavar='RUN', help='run folder or log file')
-    q.add_argument('--reference', nargs='+', default=[], metavar='RUN', help='reference run(s), drawn dashed (give them after the RUNs)')
+    ref = q.add_mutually_exclusive_group()
+    ref.add_argument('--reference', nargs='+', default=[], metavar='RUN',
+                     help='reference run(s), drawn dashed (give them after the RUNs), instead of '
+                          'the authors\' runs of the same variants and configurations')
+    ref.add_argument('--no-reference', action='store_true', help='draw no reference')
     q.add_argument('-o', '--output', required=True, metavar='OUT.png', help='the PNG to write')
     q.add_argument('--title', help='figure title')
+
+    t = sub.add_parser('paper', help="the paper's comparison table, with your runs beside the authors'",
+                       description="The paper's comparison (baseline, MHE and half-space MHE with the six "
+                                   "kernels, the three CoMHE variants at the released configurations): "
+                                   "the authors' final and best test accuracy from logs/authors/, and "
+                                   "yours where --logs has a run of the same variant and configuration "
+                                   "(<variant>/<configuration>, as train.py writes them).")
+    t.add_argument('--logs', type=Path, default=authors.REPO_ROOT / 'logs', metavar='DIR',
+                   help='where your runs are (the --log_dir parent of the variant folders)')
+    t.add_argument('--csv', action='store_true', help='write CSV instead of a markdown table')
     return p
 
 
@@ -236,12 +322,31 @@ def main(argv=None):
             reference = load_runs([args.reference]) if args.reference else []
             if len(reference) > 1:
                 raise LogError(f'{args.reference}: --reference must be one run, it holds {len(reference)}')
-            make_names_unique(reference + runs)
-            rows = summary_rows(runs, reference[0] if reference else None)
-            if args.csv:
-                write_csv(rows, bool(reference), sys.stdout)
+            if reference:
+                refs = reference * len(runs)
+            elif args.no_reference:
+                refs = [None] * len(runs)
             else:
-                sys.stdout.write(format_markdown(rows, bool(reference)))
+                refs = authors_references(runs, note=_note)
+            make_names_unique(_distinct(refs) + runs)
+            rows = summary_rows(runs, references=refs)
+            with_reference = any(r is not None for r in refs)
+            if args.csv:
+                write_csv(rows, with_reference, sys.stdout)
+            else:
+                sys.stdout.write(format_markdown(rows, with_reference))
+            sys.stdout.flush()
+        elif args.command == 'paper':
+            rows = paper_rows(args.logs)
+            if args.csv:
+                writer = csv.DictWriter(sys.stdout, fieldnames=PAPER_COLUMNS, lineterminator='\n')
+                writer.writeheader()
+                writer.writerows({k: _csv_cell(k, r[k]) for k in PAPER_COLUMNS} for r in rows)
+            else:
+                sys.stdout.write(format_paper_markdown(rows))
+                if not any(r['ours_final'] is not None for r in rows):
+                    _note(f'note: no runs of these configurations in {args.logs} yet; '
+                          f'the authors\' figures only')
             sys.stdout.flush()
         else:
             if not args.runs and not args.reference:
@@ -250,7 +355,10 @@ def main(argv=None):
             if out.suffix.lower() != '.png' or out.is_dir():
                 raise LogError(f'-o {args.output}: name a .png file to write (e.g. -o curves.png)')
             runs = load_runs(args.runs)
-            references = load_runs(args.reference)
+            if args.reference or args.no_reference:
+                references = load_runs(args.reference)
+            else:
+                references = _distinct(authors_references(runs, note=_note))
             make_names_unique(runs + references)
             try:
                 out = plot_runs(runs, references, args.output, title=args.title)
@@ -264,6 +372,19 @@ def main(argv=None):
     except BrokenPipeError:  # e.g. piped into head
         sys.stdout = open('/dev/null', 'w')
     return 0
+
+
+def _note(message):
+    print(message, file=sys.stderr)
+
+
+def _distinct(runs):
+    """The runs in order, each once (by identity), Nones left out."""
+    out = []
+    for run in runs:
+        if run is not None and all(run is not r for r in out):
+            out.append(run)
+    return out
 
 
 if __name__ == '__main__':

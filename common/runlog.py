@@ -315,7 +315,7 @@ def _parse_optional(path, kind, strict):
     return _parse(path, kind, allow_empty=not strict)
 
 
-_ROOT_NAMES = {'logs', 'log', 'reference_logs', 'runs'}
+_ROOT_NAMES = {'logs', 'log', 'reference_logs', 'authors', 'runs'}   # authors: logs/authors/
 
 
 def run_name(run_dir, depth=3):

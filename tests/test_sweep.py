@@ -1,0 +1,255 @@
+"""Sweeps on a local Ray (issue 14), end to end on the learnable fixture.
+
+One sweep of 2 configurations x 2 seeds plus a run whose flag train.py rejects runs
+once, in a subprocess, as a user starts it; one of its train.py processes is killed
+with SIGKILL mid-run. Then: every run's logs equal the same train.py command run by
+hand (the killed one resumed with --resume), the rejected run failed once while the
+others finished, nothing but loopback was contacted, a second `run` starts nothing,
+and `status` and `table` agree with the run folders and with `common.compare summary`.
+"""
+import csv
+import io
+import json
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import ROOT, run_train, subprocess_env
+
+QUICK = dict(width=0.125, batch_size=16, base_lr=0.01, bn_zero_debias=True, max_iters=120,
+             eval_every=40, ckpt_every=20)
+CONFIGS = [('random_projection', dict(pd=8, pn=2), 'pd8_pn2'),
+           ('mhe', dict(model_name='baseline'), 'baseline')]
+SEEDS = (1, 2)
+KILLED = ('random_projection', 'pd8_pn2', 1)
+BAD = ('angle_projection', 'pd0_pn1_iter1', 1)       # --pd 0: train.py exits 2
+
+# Loaded by every Python process of the sweep (driver, Ray's processes and workers,
+# train.py): records each one, and any connection, datagram or name lookup that is not
+# for this machine.
+NETWORK_GUARD = '''
+import os, sys
+_log = os.environ.get('SWEEP_TEST_NET_LOG')
+if _log:
+    import ipaddress, socket
+
+    def _local(host):
+        if isinstance(host, bytes):
+            host = host.decode()
+        if host in (None, '', 'localhost', socket.gethostname()):
+            return True
+        try:
+            return ipaddress.ip_address(str(host).split('%')[0]).is_loopback
+        except ValueError:
+            return False
+
+    def _hook(event, args):
+        host = None
+        if event in ('socket.connect', 'socket.sendto'):
+            sock, address = args[0], args[-1]
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                host = address[0]
+        elif event == 'socket.getaddrinfo':
+            host = args[0]
+        if host is not None and not _local(host):
+            with open(_log, 'a') as f:
+                f.write(f'{os.getpid()} {event} {host!r} {" ".join(sys.argv[:1])}\\n')
+
+    with open(_log + '.loaded', 'a') as f:
+        f.write(f'{os.getpid()} {" ".join(sys.argv[:1])}\\n')
+    sys.addaudithook(_hook)
+'''
+
+
+def toml_value(value):
+    return 'true' if value is True else json.dumps(value)
+
+
+def sweep_file(path, fixture_flags, with_bad_run):
+    data_dir, md5 = fixture_flags[1], fixture_flags[3]
+    lines = ['name = "tiny"', f'seeds = {list(SEEDS)}', 'retries = 2', '[flags]',
+             f'data_dir = {json.dumps(data_dir)}', f'data_md5 = {json.dumps(md5)}']
+    lines += [f'{k} = {toml_value(v)}' for k, v in QUICK.items()]
+    for entry, flags, _ in CONFIGS:
+        lines += ['[[run]]', f'entry = "{entry}"',
+                  'flags = { ' + ', '.join(f'{k} = {toml_value(v)}' for k, v in flags.items()) + ' }']
+    if with_bad_run:
+        lines += ['[[run]]', f'entry = "{BAD[0]}"', 'flags = { pd = 0 }', f'seeds = [{BAD[2]}]']
+    path.write_text('\n'.join(lines) + '\n')
+    return path
+
+
+def hand_argv(fixture_flags, flags, seed, log_dir):
+    """The command line a user types for one run (the sweep's flag order)."""
+    argv = list(fixture_flags)
+    for k, v in {**QUICK, **flags}.items():
+        argv += [f'--{k}'] if v is True else [f'--{k}', str(v)]
+    return argv + ['--random_seed', str(seed), '--log_dir', str(log_dir)]
+
+
+def sweep_cmd(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, '-m', 'common.sweep', *map(str, args)], cwd=ROOT,
+                          env=env or subprocess_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def run_folder(logs, entry, configuration, seed):
+    return logs / 'tiny' / f'seed{seed}' / entry / configuration
+
+
+def log_texts(run_dir):
+    return [(run_dir / f'log_{k}_00.txt').read_text() for k in ('train', 'test')]
+
+
+@pytest.fixture(scope='module')
+def sweep(cifar_fixture, tmp_path_factory):
+    """The sweep, run once: a train.py SIGKILLed mid-run, a bad run; then the same commands by hand."""
+    base = tmp_path_factory.mktemp('sweep')
+    full = sweep_file(base / 'tiny.toml', cifar_fixture, with_bad_run=True)
+    (base / 'good').mkdir()
+    good = sweep_file(base / 'good' / 'tiny.toml', cifar_fixture, with_bad_run=False)
+    guard = base / 'guard'
+    guard.mkdir()
+    (guard / 'sitecustomize.py').write_text(NETWORK_GUARD)
+    net_log = base / 'network.log'
+    env = dict(subprocess_env(), PYTHONPATH=str(guard), SWEEP_TEST_NET_LOG=str(net_log))
+    logs = base / 'logs'
+    started = time.time()
+    proc = subprocess.Popen([sys.executable, '-m', 'common.sweep', 'run', str(full), '--log_dir', str(logs)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = run_folder(logs, *KILLED)
+    killed_pid = None
+    while time.time() - started < 400 and proc.poll() is None:
+        try:
+            state = json.loads((killed / 'sweep_state.json').read_text())
+            logged = (killed / 'log_test_00.txt').read_text()
+        except (OSError, ValueError):
+            state, logged = {}, ''
+        if state.get('state') == 'running' and '++++iter_40:' in logged:
+            killed_pid = state['pid']
+            os.kill(killed_pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    output, _ = proc.communicate(timeout=600)
+    hand = base / 'hand'
+
+    def by_hand(entry, flags, configuration, seed):
+        out = run_train(entry, *hand_argv(cifar_fixture, flags, seed, hand / f'seed{seed}' / entry), cwd=ROOT)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return (entry, seed), log_texts(hand / f'seed{seed}' / entry / configuration)
+    with ThreadPoolExecutor(max_workers=2) as pool:   # two at a time, as the sweep on 2 CPUs
+        by_hand = dict(pool.map(lambda args: by_hand(*args), [
+            (entry, flags, configuration, seed) for entry, flags, configuration in CONFIGS for seed in SEEDS]))
+    return dict(code=proc.returncode, output=output, logs=logs, full=full, good=good, env=env,
+                killed_pid=killed_pid, by_hand=by_hand, net_log=net_log, fixture=cifar_fixture)
+
+
+def test_sweep_runs_equal_the_same_train_py_commands_by_hand(sweep):
+    assert sweep['code'] == 1, sweep['output'][-3000:]          # 1: one run failed
+    for entry, flags, configuration in CONFIGS:
+        for seed in SEEDS:
+            run_dir = run_folder(sweep['logs'], entry, configuration, seed)
+            assert log_texts(run_dir) == sweep['by_hand'][entry, seed], run_dir
+            state = json.loads((run_dir / 'sweep_state.json').read_text())
+            assert state['state'] == 'done'
+            # The command is the one typed by hand, with the sweep's --log_dir.
+            first = (run_dir / 'sweep_output.txt').read_text().split('\n### ')[1].splitlines()[0]
+            typed = shlex.join(['python', f'{entry}/train.py',
+                                *hand_argv(sweep['fixture'], flags, seed, run_dir.parent)])
+            assert first.endswith(f"attempt 1 on {os.uname().nodename}: CUDA_VISIBLE_DEVICES='' {typed}")
+            assert sorted(p.name for p in run_dir.iterdir()) == [
+                'checkpoints_00', 'flags_00.json', 'log_test_00.txt', 'log_train_00.txt',
+                'sweep_output.txt', 'sweep_state.json', 'tensorboard_00']
+
+
+def test_a_killed_train_py_is_resumed_and_its_logs_equal_an_uninterrupted_run(sweep):
+    assert sweep['killed_pid'] is not None, 'the run finished before it could be killed'
+    run_dir = run_folder(sweep['logs'], *KILLED)
+    output = (run_dir / 'sweep_output.txt').read_text()
+    attempts = output.split('\n### ')[1:]
+    assert len(attempts) == 2
+    assert '--resume' not in attempts[0] and attempts[1].splitlines()[0].endswith(' --resume')
+    assert 'resuming run 00 at iteration ' in attempts[1]
+    assert json.loads((run_dir / 'sweep_state.json').read_text())['attempts'] == 2
+    assert log_texts(run_dir) == sweep['by_hand'][KILLED[0], KILLED[2]]
+
+
+def test_a_run_train_py_rejects_fails_once_while_the_others_finish(sweep):
+    run_dir = run_folder(sweep['logs'], *BAD)
+    state = json.loads((run_dir / 'sweep_state.json').read_text())
+    assert state['state'] == 'failed' and state['attempts'] == 1
+    assert 'exit code 2' in state['message'] and '--pd must be an integer >= 1, got 0' in state['message']
+    assert (run_dir / 'sweep_output.txt').read_text().count('\n### ') == 1
+    assert f'failed: seed1/{BAD[0]}/{BAD[1]} after 1 attempt(s): exit code 2' in sweep['output']
+    assert '5 runs: 0 pending, 0 running, 4 done, 1 failed' in sweep['output']
+
+
+def test_nothing_but_loopback_was_contacted(sweep):
+    loaded = (sweep['net_log'].parent / (sweep['net_log'].name + '.loaded')).read_text()
+    # The guard was in the driver, Ray's helper and worker processes, and every train.py.
+    assert 'default_worker.py' in loaded and 'dashboard.py' in loaded
+    assert loaded.count('train.py') >= 6          # 4 runs, 1 retry, 1 bad run
+    assert not sweep['net_log'].exists(), sweep['net_log'].read_text()
+
+
+def snapshot(folder):
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob('*') if p.is_file()}
+
+
+def test_a_second_run_of_a_finished_sweep_starts_nothing(sweep):
+    before = snapshot(sweep['logs'])
+    again = sweep_cmd('run', sweep['good'], '--log_dir', sweep['logs'], env=sweep['env'])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert 'all 4 runs are done; nothing to start' in again.stdout
+    assert 'Ray:' not in again.stdout and snapshot(sweep['logs']) == before
+
+
+def test_status_prints_every_run(sweep):
+    out = sweep_cmd('status', sweep['full'], '--log_dir', sweep['logs'])
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[0]: line.split(None, 2)[1:] for line in out.stdout.splitlines()[1:-1]}
+    for entry, _, configuration in CONFIGS:
+        for seed in SEEDS:
+            assert lines[f'seed{seed}/{entry}/{configuration}'] == ['done', '120 iterations (log index 00)']
+    state, message = lines[f'seed1/{BAD[0]}/{BAD[1]}']
+    assert state == 'failed' and '--pd must be an integer >= 1, got 0' in message
+    assert out.stdout.splitlines()[-1] == '5 runs: 0 pending, 0 running, 4 done, 1 failed'
+
+
+def compare_summary(run_dir):
+    out = subprocess.run([sys.executable, '-m', 'common.compare', 'summary', str(run_dir), '--csv'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    [row] = [r for r in csv.DictReader(io.StringIO(out.stdout)) if r['role'] == 'run']
+    return float(row['final_test_acc']), float(row['best_test_acc'])
+
+
+def test_table_numbers_equal_compare_summary_of_each_run(sweep, tmp_path):
+    out = sweep_cmd('table', sweep['full'], '--log_dir', sweep['logs'], '--csv', '--out', tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = {r['configuration']: r for r in csv.DictReader(io.StringIO(out.stdout))}
+    assert list(rows) == [f'{e}/{c}' for e, _, c in CONFIGS] + [f'{BAD[0]}/{BAD[1]}']
+    for entry, _, configuration in CONFIGS:
+        row = rows[f'{entry}/{configuration}']
+        finals, bests = zip(*(compare_summary(run_folder(sweep['logs'], entry, configuration, s))
+                              for s in SEEDS))
+        assert (row['seeds_done'], row['seeds']) == ('2', '2')
+        assert row['final_mean'] == f'{statistics.fmean(finals):.4f}'
+        assert row['final_std'] == f'{statistics.stdev(finals):.4f}'
+        assert row['best_mean'] == f'{statistics.fmean(bests):.4f}'
+        assert row['best_std'] == f'{statistics.stdev(bests):.4f}'
+        assert finals[0] != finals[1] or bests[0] != bests[1]      # the seeds differ
+    authors = compare_summary(ROOT / 'logs' / 'authors' / 'mhe' / 'baseline')
+    assert (rows['mhe/baseline']['authors_final'], rows['mhe/baseline']['authors_best']) == \
+        tuple(f'{a:.4f}' for a in authors)
+    assert rows['random_projection/pd8_pn2']['authors_final'] == ''      # not published
+    bad = rows[f'{BAD[0]}/{BAD[1]}']
+    assert (bad['seeds_done'], bad['final_mean']) == ('0', '')
+    assert (tmp_path / 'table.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert (tmp_path / 'table.md').read_text().startswith('| configuration | seeds done | final test acc (mean) |')

@@ -36,6 +36,7 @@ STOPPED_EXITS = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 # train.py's message for a non-finite loss or weights (common.training.RESTART_ADVICE).
 NON_FINITE = 'start a new run without --resume'
 STOP_WAIT_S = 600
+POLL_S = 0.2
 _ERROR_LINE = re.compile(r'(^|: )error: ')
 
 
@@ -99,15 +100,21 @@ def run_once(spec, argv, env, attempt, output_path):
         runstatus.write_state(spec.run_dir, state='running', attempt=attempt, pid=proc.pid,
                               host=runstatus.this_host(), command=shown)
         try:
-            return proc.wait(), start
+            # Polled, not proc.wait(): Ray's cancel raises KeyboardInterrupt only between bytecodes.
+            while proc.poll() is None:
+                time.sleep(POLL_S)
+            return proc.returncode, start
         except BaseException:
             # Cancelled (Ctrl-C on the sweep) or the worker is exiting: let train.py checkpoint.
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            runstatus.write_state(spec.run_dir, state='stopped', attempt=attempt,
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=STOP_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            done = runstatus.disk_state(spec).kind == 'done'
+            runstatus.write_state(spec.run_dir, state='done' if done else 'stopped', attempt=attempt,
                                   message=f'stopped by the sweep (exit code {proc.returncode})')
             raise
 

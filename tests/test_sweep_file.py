@@ -166,8 +166,8 @@ def test_progress_as_plain_lines_when_not_a_terminal():
     display.update(ROWS)                      # nothing changed: nothing printed
     lines = out.getvalue().splitlines()
     assert [line.split('] ', 1)[1] for line in lines] == [
-        'seed1/a: done 120 iterations', 'seed1/b: running iteration 400/1000, ETA 0h00m10s',
-        'seed2/b: failed exit code 2: bad flag', '4 runs: 1 pending, 1 running, 1 done, 1 failed']
+        'seed1/a: done, 120 iterations', 'seed1/b: running, iteration 400/1000, ETA 0h00m10s',
+        'seed2/b: failed, exit code 2: bad flag', '4 runs: 1 pending, 1 running, 1 done, 1 failed']
 
 
 def test_progress_in_place_on_a_terminal():
@@ -176,6 +176,21 @@ def test_progress_in_place_on_a_terminal():
     display.update(ROWS)
     display.update(ROWS[:1] + [('seed1/b', 'done', '')] + ROWS[2:])
     first, second = out.getvalue().split('\x1b[J', 1)
-    assert '4 runs: 1 pending, 1 running, 1 done, 1 failed' in first and 'seed1/b: running iteration 400/1000' in first
+    assert '4 runs: 1 pending, 1 running, 1 done, 1 failed' in first and 'seed1/b: running, iteration 400/1000' in first
     assert second.startswith('\x1b[3F')       # back over the 3 lines drawn, then redrawn
     assert '4 runs: 1 pending, 0 running, 2 done, 1 failed' in second and 'seed1/b' not in second
+
+
+def test_a_second_sweep_run_of_the_same_sweep_is_refused_while_one_runs(tmp_path, capsys):
+    import json
+    import time
+    from common.sweep import ray_runner
+    sweep = sweepfile.load(write(tmp_path, GOOD), log_root=tmp_path / 'logs')
+    sweep.folder.mkdir(parents=True)
+    beat = sweep.folder / ray_runner.DRIVER_FILE
+    beat.write_text(json.dumps(dict(host='elsewhere', pid=4242, time=time.time())))
+    assert ray_runner.run_sweep(sweep, display=Display(out=io.StringIO(), tty=False)) == 2
+    assert 'another `sweep run` of this sweep is running (host elsewhere, pid 4242)' in capsys.readouterr().err
+    assert sorted(p.name for p in sweep.folder.iterdir()) == [ray_runner.DRIVER_FILE]    # nothing started
+    beat.write_text(json.dumps(dict(host='elsewhere', pid=4242, time=time.time() - 3600)))
+    assert ray_runner.other_driver(sweep.folder) == ''           # a stale heartbeat: that one is gone

@@ -39,3 +39,17 @@ def test_gpu_no_is_not_a_flag_that_blocks_resume(monkeypatch, tmp_path):
     again.variant = first.variant
     assert 'gpu_no' not in runstate.TRAINING_FLAGS
     assert runstate.changed_flags(files, again) == []
+
+
+def test_a_sweep_run_trains_on_the_gpu_ray_gave_it_with_the_users_environment(monkeypatch):
+    from common.sweep import task
+    # In a Ray task with GPUs, Ray has set CUDA_VISIBLE_DEVICES to the GPU(s) it assigned.
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '1')
+    assert task.visible_gpus(0.25) == '1'
+    assert task.visible_gpus(0) == ''              # a CPU run hides the GPUs
+    # Ray's OMP_NUM_THREADS and the loopback guard's proxies go back to the user's values.
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
+    monkeypatch.setenv('http_proxy', 'http://127.0.0.1:9')
+    env = task.child_env({'OMP_NUM_THREADS': None, 'http_proxy': 'http://proxy.example:3128'}, '1')
+    assert 'OMP_NUM_THREADS' not in env and env['http_proxy'] == 'http://proxy.example:3128'
+    assert env['CUDA_VISIBLE_DEVICES'] == '1'

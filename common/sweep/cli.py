@@ -86,9 +86,13 @@ def main(argv=None):
         return 2
     if args.command == 'run':
         from common.sweep.ray_runner import run_sweep
-        return run_sweep(sweep, address=args.address, gpus_per_run=args.gpus_per_run,
-                         cpus_per_run=args.cpus_per_run, num_cpus=args.num_cpus,
-                         num_gpus=args.num_gpus)
+        try:
+            return run_sweep(sweep, address=args.address, gpus_per_run=args.gpus_per_run,
+                             cpus_per_run=args.cpus_per_run, num_cpus=args.num_cpus,
+                             num_gpus=args.num_gpus)
+        except KeyboardInterrupt:   # before the runs started (Ray starting): nothing to save
+            print('interrupted before the runs started; nothing to save', file=sys.stderr)
+            return 130
     if args.command == 'status':
         return status(sweep)
     return table(sweep, args.csv, args.out)

@@ -44,7 +44,7 @@ class Display:
 
     def _redraw(self, rows):
         lines = [counts_line(rows)]
-        lines += [f'  {run_id}: {state} {detail}'.rstrip() for run_id, state, detail in rows
+        lines += [f'  {_line(run_id, state, detail)}' for run_id, state, detail in rows
                   if state in ('running', 'failed', 'stopped')]
         width = _terminal_width()
         text = ''.join(f'\x1b[2K{line[:width - 1]}\n' for line in lines)
@@ -60,7 +60,7 @@ class Display:
             if self._last.get(run_id, (None,))[0] != state:
                 self._last[run_id] = (state, detail)
                 if state != 'pending':
-                    self.out.write(f'[{stamp}] {run_id}: {state} {detail}'.rstrip() + '\n')
+                    self.out.write(f'[{stamp}] {_line(run_id, state, detail)}\n')
                     changed = True
         now = time.monotonic()
         if now - self._last_beat >= self.every_s or final:
@@ -72,6 +72,10 @@ class Display:
         if changed:
             self.out.write(f'[{stamp}] {counts_line(rows)}\n')
             self.out.flush()
+
+
+def _line(run_id, state, detail):
+    return f'{run_id}: {state}' + (f', {detail}' if detail else '')
 
 
 def _terminal_width():

@@ -17,6 +17,7 @@ stops waiting for them.
 import json
 import logging
 import os
+import sys
 import time
 
 from common import REPO_ROOT
@@ -70,6 +71,16 @@ def driver_alive(sweep_folder):
         return False
 
 
+def other_driver(sweep_folder):
+    """'host HOST, pid PID' of another live `sweep run` of this sweep folder, or ''."""
+    if not driver_alive(sweep_folder):
+        return ''
+    beat = json.loads((sweep_folder / DRIVER_FILE).read_text())
+    if (beat.get('host'), beat.get('pid')) == (runstatus.this_host(), os.getpid()):
+        return ''
+    return f"host {beat.get('host')}, pid {beat.get('pid')}"
+
+
 def _heartbeat(sweep_folder, stopped=False):
     sweep_folder.mkdir(parents=True, exist_ok=True)
     record = dict(host=runstatus.this_host(), pid=os.getpid(), time=0 if stopped else time.time())
@@ -102,16 +113,28 @@ def run_sweep(sweep, address=None, gpus_per_run=None, cpus_per_run=1.0, num_cpus
         display.message(f'{sweep.path}: all {len(sweep.runs)} runs are done; nothing to start '
                         f'(results: python -m common.sweep table {sweep.path})')
         return 0
+    other = other_driver(sweep.folder)
+    if other:
+        print(f'error: another `sweep run` of this sweep is running ({other}); two would train '
+              f'the same runs at once. Wait for it, or stop it with Ctrl-C', file=sys.stderr)
+        return 2
+    _heartbeat(sweep.folder)
     display.message(f'{sweep.path}: {len(todo)} of {len(sweep.runs)} runs to run '
                     f'({done_before} done before), in {sweep.folder}')
     restore = start_ray(address, num_cpus, num_gpus)
     import ray
     try:
-        if gpus_per_run is None:
-            gpus_per_run = 1.0 if ray.cluster_resources().get('GPU', 0) > 0 else 0.0
         resources = ray.cluster_resources()
-        display.message(f'Ray: {resources.get("CPU", 0):g} CPUs, {resources.get("GPU", 0):g} GPUs; '
-                        f'each run takes {cpus_per_run:g} CPU(s) and {gpus_per_run:g} GPU(s)')
+        cpus, gpus = resources.get('CPU', 0), resources.get('GPU', 0)
+        if gpus_per_run is None:
+            gpus_per_run = 1.0 if gpus > 0 else 0.0
+        if gpus_per_run > gpus or cpus_per_run > cpus:
+            print(f'error: each run needs {cpus_per_run:g} CPU(s) and {gpus_per_run:g} GPU(s), and '
+                  f'this Ray has {cpus:g} CPUs and {gpus:g} GPUs; lower --cpus-per-run / '
+                  f'--gpus-per-run (--gpus-per-run 0 trains on the CPU)', file=sys.stderr)
+            return 2
+        display.message(f'Ray: {cpus:g} CPUs, {gpus:g} GPUs; each run takes {cpus_per_run:g} CPU(s) '
+                        f'and {gpus_per_run:g} GPU(s)')
         remote = ray.remote(task.run_to_completion).options(
             num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=sweep.retries,
             retry_exceptions=False)

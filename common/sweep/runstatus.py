@@ -100,10 +100,10 @@ def state_of(spec, driver_alive=False):
     state = record.get('state')
     if state == 'running' and driver_alive:
         it, eta = progress(spec.run_dir, spec.flags.max_iters)
-        where = f"on {record.get('host', '?')}, attempt {record.get('attempt', 1)}"
+        where = f"on {record.get('host', '?')} (attempt {record.get('attempt', 1)})"
         if it is None:
-            return 'running', f'starting ({where})'
-        return 'running', f'iteration {it}/{spec.flags.max_iters}, ETA {eta or "?"} ({where})'
+            return 'running', f'starting {where}'
+        return 'running', f'iteration {it}/{spec.flags.max_iters}, ETA {eta or "?"} {where}'
     if state == 'failed':
         return 'failed', record.get('message', '')
     if disk.kind == 'unfinished':

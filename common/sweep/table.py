@@ -97,7 +97,7 @@ def plot(rows, out, title):
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(rows) + 2), 5.0), layout='constrained')
     xs = range(len(rows))
     ax.bar(xs, [r['final_mean'] or 0 for r in rows], color='#9ecae1', edgecolor='#3182bd',
-           label='mean final test accuracy over the seeds done')
+           label='mean over the seeds done')
     labelled = set()
 
     def label(text):   # each legend entry once
@@ -117,10 +117,10 @@ def plot(rows, out, title):
         ax.text(x, 0.01, f"{r['seeds_done']}/{r['seeds']}", ha='center', va='bottom', fontsize=8)
     ax.set_xticks(list(xs), [r['configuration'] for r in rows], rotation=35, ha='right', fontsize=8)
     ax.set_ylabel('final test accuracy')
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.04)
     ax.grid(True, axis='y', alpha=0.3)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc='upper left')
+    fig.legend(fontsize=8, loc='outside lower center', ncols=3)
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out

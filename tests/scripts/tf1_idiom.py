@@ -71,13 +71,12 @@ for variant, extra in entries:
                 else:
                     initial[name] = sess.run(v)
             steps = []
-            for it in range(3):
+            for it in range(3):   # as the training loop runs it (same fetches: no new executors)
                 if g.p_steps is not None:
                     sess.run(g.p_steps, {g.lr: 0.01})
                 feed = {g.images: x, g.labels: y, g.is_training: True, g.lr: 0.01}
-                steps.append([float(v) for v in sess.run([g.fit, g.reg, g.thom, g.thomf, g.acc], feed)]
-                             + [bool(sess.run(g.weights_finite))])
-                sess.run(g.train_op, feed)
+                *values, _ = sess.run([g.fit, g.reg, g.thom, g.thomf, g.acc, g.train_op], feed)
+                steps.append([float(v) for v in values])
             test_acc = sess.run(g.acc, {g.images: x, g.labels: y, g.is_training: False})
             out[f'train_{key}'] = steps + [float(test_acc)]
 if initial:

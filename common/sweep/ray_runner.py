@@ -76,8 +76,15 @@ def other_driver(sweep_folder):
     if not driver_alive(sweep_folder):
         return ''
     beat = json.loads((sweep_folder / DRIVER_FILE).read_text())
-    if (beat.get('host'), beat.get('pid')) == (runstatus.this_host(), os.getpid()):
-        return ''
+    if beat.get('host') == runstatus.this_host():
+        if beat.get('pid') == os.getpid():
+            return ''
+        try:
+            os.kill(beat['pid'], 0)
+        except ProcessLookupError:   # killed without a chance to say so
+            return ''
+        except (OSError, KeyError, TypeError):
+            pass
     return f"host {beat.get('host')}, pid {beat.get('pid')}"
 
 

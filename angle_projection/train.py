@@ -18,7 +18,7 @@ DEFAULTS = dict(pd=30, pn=1, iters=1)   # the original release's
 def comhe_term(flags):
     """The AP term of one hidden layer's filters W [d, N]."""
     from common.projections import learned_projection_term
-    return lambda W, ctx: learned_projection_term(W, flags.pd, ctx.lr, 'angle')
+    return lambda W, ctx: learned_projection_term(W, flags.pd, ctx.lr, 'angle', flags.iters)
 
 
 if __name__ == '__main__':

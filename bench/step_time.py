@@ -221,7 +221,9 @@ class Built:
         with graph.as_default():
             start = time.perf_counter()
             self.g = build_graph(cfg.flags, *cfg.terms)
-            if self.g.p_steps is not None:          # ours: the iteration's P steps, one op
+            if self.g.p_steps_in_train_op:          # ours: the P steps inside the training step
+                self.p_op, self.p_runs = None, 0
+            elif self.g.p_steps is not None:        # the P steps as one op, a call of their own
                 self.p_op, self.p_runs = self.g.p_steps, 1
             elif self.g.p_objective is not None:    # naive: the release's optimiser step, run iters times
                 self.p_op = tf.train.GradientDescentOptimizer(self.g.lr).minimize(

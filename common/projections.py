@@ -168,17 +168,31 @@ class LearnedProjection:
     P: tf.Variable
     W: tf.Tensor
     objective_of_projected: Callable
+    stepped: object = None   # P after the iteration's steps, which the term used; None: P itself
 
 
-def learned_projection_term(W, pd, lr, variant):
+def learned_projection_term(W, pd, lr, variant, iters=0):
     """AP (``variant='angle'``) or AdvP (``'adversarial'``) for one layer: its P
     (in the current variable scope) and its term. P's objective is registered
-    for the training loop's P steps (``projection_descent``) and for logging."""
+    for the training loop's P steps (``projection_descent``) and for logging.
+
+    ``iters`` > 0: the term is that of P after ``iters`` descent steps, taken in
+    the same graph (a function of P and W, not a read of P after an update), and
+    ``projection_descent`` assigns those steps to P: P steps and main step are
+    then one session call, and the main step cannot read P before its steps.
+    ``iters=0``: the term reads P; the P steps are a call of their own, before."""
     term_fn, objective_of = LEARNED_VARIANTS[variant]
     P = projection_variable(W.shape[0], pd)
-    term, objective = term_fn(W, P, lr)
+    objective_of_projected = objective_of(W)
+    # A value to the main loss, as P is: no gradient into the steps (nor their while loop).
+    stepped = tf.stop_gradient(descend_projection(P, W, objective_of_projected, lr, iters)) \
+        if iters else None
+    term, objective = term_fn(W, P if stepped is None else stepped, lr)
+    if stepped is not None:   # the objective logged and descended on is that of P itself
+        objective = objective_of_projected(_project(P, W)) + _p_decay(P)
     tf.add_to_collection(P_OBJECTIVE_COLLECTION, objective)
-    tf.add_to_collection(LEARNED_COLLECTION, LearnedProjection(P, W, objective_of(W)))
+    tf.add_to_collection(LEARNED_COLLECTION,
+                         LearnedProjection(P, W, objective_of_projected, stepped))
     return term
 
 
@@ -239,11 +253,12 @@ def descend_projection(P, W, objective_of_projected, lr, iters, form='auto'):
 
 
 def projection_descent(lr, iters, form='auto'):
-    """One op: ``iters`` gradient-descent steps on every registered learned P."""
+    """One op: ``iters`` gradient-descent steps on every registered learned P
+    (for a P whose term took its steps in the graph, the assignment of those)."""
     learned = tf.get_collection(LEARNED_COLLECTION)
     if not learned:
         return None
     with tf.name_scope('projection_descent'):
-        return tf.group(*[p.P.assign(descend_projection(p.P, p.W, p.objective_of_projected,
-                                                        lr, iters, form))
+        return tf.group(*[p.P.assign(p.stepped if p.stepped is not None else descend_projection(
+                              p.P, p.W, p.objective_of_projected, lr, iters, form))
                           for p in learned])

@@ -6,8 +6,10 @@
 
 Momentum SGD (0.9) with the lr schedule of ``config.learning_rate``; for AP
 and AdvP, ``iters`` plain gradient-descent steps on the P matrices before
-each main step. A train log line every 100 iterations, test accuracy every
-``eval_every`` and after the last; logs never overwrite earlier runs.
+each main step, in the same session call. A train log line every 100
+iterations, test accuracy every ``eval_every`` and after the last; logs never
+overwrite earlier runs. One session call per iteration, batches prepared by a
+background thread: the host adds well under a millisecond to a step.
 """
 import math
 import signal
@@ -16,16 +18,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tensorflow.compat.v1 as tf
+from tensorflow.core.protobuf import config_pb2
 
 from common import data, runlog, runstate
 from common.config import learning_rate, parse_md5_flag, scaled_widths
 from common.model import cnn9, comhe_first_term, comhe_score_term
-from common.projections import P_OBJECTIVE_COLLECTION, WEIGHT_DECAY, projection_descent
+from common.projections import (LEARNED_COLLECTION, P_OBJECTIVE_COLLECTION, WEIGHT_DECAY,
+                                projection_descent)
 
 LOG_EVERY = 100
 LABEL_SMOOTHING = 0.01
-TEST_BATCH = 100
+EVAL_BATCH = 1000   # test images per session call (SPEC's 100 give the same accuracy, see evaluate)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -51,6 +56,7 @@ class TrainGraph:
     train_op: tf.Operation
     p_objective: object        # sum of the P objectives, or None when there are no learned P
     p_steps: object            # the iteration's `iters` descent steps on them (one op), or None
+    p_steps_in_train_op: bool  # train_op takes them too (else the loop runs p_steps before it)
     weights_finite: tf.Tensor  # every variable (weights, slots, averages, P) free of NaN and inf
     model: object
 
@@ -78,14 +84,22 @@ def build_graph(flags, hidden_term, first_term=comhe_first_term, score_term=comh
     # P matrices are not trainable variables, so the main optimiser never sees them.
     main_step = tf.train.MomentumOptimizer(lr, 0.9).minimize(
         loss, global_step=global_step, var_list=tf.trainable_variables())
-    train_op = tf.group(main_step, *model.bn_updates)
     objectives = tf.get_collection(P_OBJECTIVE_COLLECTION)
     p_objective = tf.add_n(objectives) if objectives else None
     p_steps = projection_descent(lr, getattr(flags, 'iters', 1))
+    # Terms that took their P steps in the graph read P only through them, so the
+    # assignment of the steps joins the main step: one session call per iteration.
+    stepped = [p.stepped is not None for p in tf.get_collection(LEARNED_COLLECTION)]
+    if any(stepped) and not all(stepped):
+        raise ValueError('some learned projections take their P steps in the graph and some '
+                         'do not; build them all with the same iters (learned_projection_term)')
+    p_steps_in_train_op = any(stepped)
+    train_op = tf.group(main_step, *model.bn_updates, *([p_steps] if p_steps_in_train_op else []))
     weights_finite = tf.reduce_all([tf.reduce_all(tf.is_finite(v)) for v in tf.global_variables()
                                     if v.dtype.base_dtype.is_floating])
     return TrainGraph(images, labels, is_training, lr, global_step, fit, reg, model.thom,
-                      model.thomf, acc, train_op, p_objective, p_steps, weights_finite, model)
+                      model.thomf, acc, train_op, p_objective, p_steps, p_steps_in_train_op,
+                      weights_finite, model)
 
 
 def session_config():
@@ -95,11 +109,54 @@ def session_config():
     return config
 
 
-def evaluate(sess, g, images, labels):
-    """Accuracy on all test images, 100 at a time, no augmentation."""
+def session_callable(sess, fetches, targets, feeds):
+    """``f(*values) -> [fetched arrays]``: one session call, fed ``feeds`` in order
+    (numpy values of their exact dtypes), running ``targets`` too.
+
+    A C++ callable, made once: ``Session.run`` (and ``make_callable`` with feeds,
+    which calls it) spends 0.5 to 1.5 ms of Python per call on this machine,
+    a large part of a GPU step; the callable a fraction of that."""
+    options = config_pb2.CallableOptions(feed=[t.name for t in feeds],
+                                         fetch=[t.name for t in fetches],
+                                         target=[op.name for op in targets])
+    return sess._make_callable_from_options(options)
+
+
+class SessionCalls:
+    """The loop's session calls: the training step (with its P steps where the
+    terms take them in the graph), the P steps alone where they do not, and
+    the test accuracy of a batch."""
+
+    def __init__(self, sess, g):
+        self.sess, self.g = sess, g
+        self.step = session_callable(sess, [g.fit, g.reg, g.thom, g.thomf, g.acc], [g.train_op],
+                                     [g.images, g.labels, g.is_training, g.lr])
+        self.p_steps = None
+        if g.p_steps is not None and not g.p_steps_in_train_op:
+            self.p_steps = session_callable(sess, [], [g.p_steps], [g.lr])
+        self.accuracy = session_callable(sess, [g.acc], [], [g.images, g.labels, g.is_training])
+
+    def train(self, x, y, lr):
+        """One iteration: -> (fit, reg, thom, thomf, acc)."""
+        lr = np.float32(lr)
+        if self.p_steps is not None:   # terms that read P: their P steps first, a call of their own
+            self.p_steps(lr)
+        return [float(v) for v in self.step(x, y, _TRUE, lr)]
+
+
+_TRUE, _FALSE = np.bool_(True), np.bool_(False)
+
+
+def evaluate(calls, images, labels, batch_size=EVAL_BATCH):
+    """Accuracy on all test images, no augmentation, ``batch_size`` per session call.
+
+    At test time batch norm uses its moving averages, so an image's logits do
+    not depend on the others in its batch: SPEC's batches of 100 give the same
+    accuracy, but 100 session calls per pass, whose host time would be a
+    noticeable share of a GPU's forward passes; 10 calls of 1,000 are not."""
     correct = 0.0
-    for x, y in data.test_batches(images, labels, TEST_BATCH):
-        correct += len(y) * sess.run(g.acc, {g.images: x, g.labels: y, g.is_training: False})
+    for x, y in data.test_batches(images, labels, batch_size):
+        correct += len(y) * float(calls.accuracy(x, y, _FALSE)[0])
     return correct / len(labels)
 
 
@@ -166,6 +223,11 @@ def train(flags, run_name, hidden_term, dataset=None, **graph_kwargs):
             print(f'error: {e}', file=sys.stderr)
             return 2
     train_x, train_y, test_x, test_y = dataset
+    for name, images in (('train', train_x), ('test', test_x)):
+        if np.asarray(images).dtype != np.uint8:
+            raise ValueError(f'dataset: the {name} images are {np.asarray(images).dtype}, '
+                             f'expected uint8 [n, 32, 32, 3] (pixel values 0..255)')
+    train_y, test_y = np.asarray(train_y, np.int64), np.asarray(test_y, np.int64)
     run_dir = flags.log_dir / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     files = runstate.latest_run(run_dir) if flags.resume else runstate.new_run(run_dir)
@@ -196,6 +258,7 @@ def train(flags, run_name, hidden_term, dataset=None, **graph_kwargs):
             runstate.save_flags(files, flags, run_name)
         print(f'logs: {files.train_log} and {files.test_log.name}', flush=True)
         graph.finalize()
+        calls = SessionCalls(sess, g)
         with graph.as_default():
             events = tf.summary.FileWriter(str(files.tensorboard_dir))
         # Tells TensorBoard to drop what a killed run wrote after this step.
@@ -217,7 +280,7 @@ def train(flags, run_name, hidden_term, dataset=None, **graph_kwargs):
             events.flush()
 
         def test_line(iteration):
-            acc = evaluate(sess, g, test_x, test_y)
+            acc = evaluate(calls, test_x, test_y)
             _append(files.test_log, runlog.format_test_line(iteration, acc))
             _scalars(events, iteration, test_acc=acc)
             print(runlog.format_test_line(iteration, acc), flush=True)
@@ -225,7 +288,7 @@ def train(flags, run_name, hidden_term, dataset=None, **graph_kwargs):
         try:
             if not flags.resume:
                 checkpoint(0)   # so that a run killed early can still be resumed
-            code = _loop(flags, g, sess, files, start, train_x, train_y, events, checkpoint,
+            code = _loop(flags, g, calls, files, start, train_x, train_y, events, checkpoint,
                          test_line)
         except NonFiniteLoss as e:
             last = files.checkpoint_iteration()
@@ -238,21 +301,20 @@ def train(flags, run_name, hidden_term, dataset=None, **graph_kwargs):
     return code
 
 
-def _loop(flags, g, sess, files, start, train_x, train_y, events, checkpoint, test_line):
+def _loop(flags, g, calls, files, start, train_x, train_y, events, checkpoint, test_line):
     """Iterations start .. max_iters - 1, then the final test line and checkpoint;
-    returns the exit code (128 + signal number when stopped by SIGINT/SIGTERM)."""
+    returns the exit code (128 + signal number when stopped by SIGINT/SIGTERM).
+
+    Between two steps the host only takes a ready batch from the prefetcher,
+    checks the four losses and, every LOG_EVERY iterations, writes the log line."""
     progress = Progress(start, flags.max_iters, flags.batch_size)
-    fetches = [g.fit, g.reg, g.thom, g.thomf, g.acc, g.train_op]
     last = flags.max_iters - 1
     with data.TrainBatchPrefetcher(train_x, train_y, flags.random_seed, flags.batch_size,
                                    start_iter=start) as batches, StopSignals() as stop:
         for it in range(start, flags.max_iters):
             x, y = next(batches)
             lr = learning_rate(it, flags.base_lr, flags.max_iters)
-            if g.p_steps is not None:
-                sess.run(g.p_steps, {g.lr: lr})
-            fit, reg, thom, thomf, acc, _ = sess.run(
-                fetches, {g.images: x, g.labels: y, g.is_training: True, g.lr: lr})
+            fit, reg, thom, thomf, acc = calls.train(x, y, lr)
             _check_finite(it, dict(fit=fit, reg=reg, thom=thom, thomf=thomf))
             if it % LOG_EVERY == 0:
                 # No energy at all (the MHE baseline): the release's shorter line.

@@ -62,21 +62,23 @@ for variant, extra in entries:
     with tf.Graph().as_default() as graph:
         g = build_graph(flags, **terms)
         init = tf.global_variables_initializer()
+        variables = {f'{key}:{v.op.name}': v for v in tf.global_variables()}
+        if saved:   # one assign op for all, fed in one call
+            values = {name: tf.placeholder(v.dtype.base_dtype, v.shape) for name, v in variables.items()}
+            load = tf.group(*[v.assign(values[name]) for name, v in variables.items()])
         with tf.Session(graph=graph) as sess:
             sess.run(init)
-            for v in tf.global_variables():
-                name = f'{key}:{v.op.name}'
-                if name in saved:
-                    v.load(saved[name], sess)
-                else:
-                    initial[name] = sess.run(v)
+            if saved:
+                sess.run(load, {values[name]: saved[name] for name in variables})
+            else:
+                initial.update(sess.run(variables))
             steps = []
             for it in range(3):   # as the training loop runs it (same fetches: no new executors)
                 if g.p_steps is not None:
                     sess.run(g.p_steps, {g.lr: 0.01})
                 feed = {g.images: x, g.labels: y, g.is_training: True, g.lr: 0.01}
-                *values, _ = sess.run([g.fit, g.reg, g.thom, g.thomf, g.acc, g.train_op], feed)
-                steps.append([float(v) for v in values])
+                *logged, _ = sess.run([g.fit, g.reg, g.thom, g.thomf, g.acc, g.train_op], feed)
+                steps.append([float(v) for v in logged])
             test_acc = sess.run(g.acc, {g.images: x, g.labels: y, g.is_training: False})
             out[f'train_{key}'] = steps + [float(test_acc)]
 if initial:

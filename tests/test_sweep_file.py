@@ -194,3 +194,16 @@ def test_a_second_sweep_run_of_the_same_sweep_is_refused_while_one_runs(tmp_path
     assert sorted(p.name for p in sweep.folder.iterdir()) == [ray_runner.DRIVER_FILE]    # nothing started
     beat.write_text(json.dumps(dict(host='elsewhere', pid=4242, time=time.time() - 3600)))
     assert ray_runner.other_driver(sweep.folder) == ''           # a stale heartbeat: that one is gone
+
+
+def test_a_running_runs_iteration_and_eta_come_from_its_current_attempts_output(tmp_path):
+    from common.sweep import runstatus
+    out = tmp_path / runstatus.OUTPUT_FILE
+    out.write_text('### 2026-01-01 00:00:00 attempt 1 on vm: ...\nlogs: x\n'
+                   '====iter_0: fit=7.0408, reg=0.1931, acc=0.0000  [starting]\n'
+                   '====iter_100: fit=0.2558, reg=0.1946, acc=1.0000  [213 img/s, ETA 0h00m01s]\n'
+                   '++++iter_119: test acc=0.1000\n')
+    assert runstatus.progress(tmp_path) == (100, '0h00m01s')
+    with open(out, 'a') as f:
+        f.write('### 2026-01-01 00:01:00 attempt 2 on vm: ... --resume\nresuming run 00 at iteration 43\n')
+    assert runstatus.progress(tmp_path) == (None, None)        # nothing of the new attempt yet

@@ -72,7 +72,7 @@ def this_host():
     return socket.gethostname()
 
 
-def progress(run_dir, max_iters):
+def progress(run_dir):
     """(iteration, ETA text) of a running run from the last progress line of its output,
     or (None, None)."""
     path = Path(run_dir) / OUTPUT_FILE
@@ -84,6 +84,8 @@ def progress(run_dir, max_iters):
     except OSError:
         return None, None
     for line in reversed(tail):
+        if line.startswith('### '):      # the current attempt's header: nothing of it yet
+            break
         m = _PROGRESS.match(line.strip())
         if m:
             return int(m.group(1)), m.group(3)
@@ -99,7 +101,7 @@ def state_of(spec, driver_alive=False):
     record = read_state(spec.run_dir)
     state = record.get('state')
     if state == 'running' and driver_alive:
-        it, eta = progress(spec.run_dir, spec.flags.max_iters)
+        it, eta = progress(spec.run_dir)
         where = f"on {record.get('host', '?')} (attempt {record.get('attempt', 1)})"
         if it is None:
             return 'running', f'starting {where}'

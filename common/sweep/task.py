@@ -124,7 +124,9 @@ def run_to_completion(spec, retries, gpus_per_run, restore_env):
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     output_path = spec.run_dir / runstatus.OUTPUT_FILE
     env = child_env(restore_env, visible_gpus(gpus_per_run))
-    attempt = 0
+    # Rerun by Ray after its worker or machine was lost mid-run: keep counting its attempts.
+    record = runstatus.read_state(spec.run_dir)
+    attempt = record.get('attempt', 0) if record.get('state') == 'running' else 0
     while True:
         disk = runstatus.disk_state(spec)
         if disk.kind == 'done':

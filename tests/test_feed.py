@@ -199,7 +199,7 @@ def test_every_op_of_the_training_graph_has_a_gpu_kernel(key):
 
 
 def test_kernel_check_finds_cpu_only_ops():
-    from bench.feed import ops_without_gpu_kernel
+    from bench.gpu_kernels import ops_without_gpu_kernel
     graph = tf.Graph()
     with graph.as_default():
         text = tf.placeholder(tf.string, [None])

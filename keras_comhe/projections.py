@@ -1,0 +1,132 @@
+"""The three CoMHE terms of one layer in ``keras.ops`` (SPEC section 3), the
+math of common/projections.py on any Keras 3 backend.
+
+Each projects the neurons ``W [d, N]`` with ``P [pd, d]`` and takes the
+half-space energy (power '2') of ``P W``:
+
+- RP: the mean over ``T`` Gaussian draws ``[T, pd, d]`` (one batched GEMM,
+  one batched energy);
+- AP: a learned P whose own loss is ``L_P = ||C(P W) - C(W)||_F + P_DECAY *
+  sum(P^2) / 2``; the term uses the look-ahead ``P' = P - lr dL_P/dP``;
+- AdvP: a learned P that maximises ``E(P W)`` (full space); look-ahead
+  ``P' = P + lr dE/dP``; its own steps descend ``-E(P W) + P_DECAY sum(P^2) / 2``.
+
+The gradients inside the look-aheads and the P steps are written out
+(``keras_comhe.energy.energy_gradient`` / ``cosine_vjp``), so each is an
+ordinary expression the backend differentiates into W for the main loss.
+"""
+from keras import ops
+
+from keras_comhe.energy import cosine_vjp, energy_gradient, hyperspherical_energy, pairwise_cosine
+
+WEIGHT_DECAY = 5e-4
+P_DECAY = 1e-3 * WEIGHT_DECAY   # P's weight decay enters its own objective scaled down
+VARIANTS = ('angle', 'adversarial')
+_TINY = 1e-30                   # keeps the angle loss's norm differentiable at 0
+
+
+def num_projections(n_neurons, pn, pnd):
+    """T: ``pn`` projections, or ``n_neurons // pnd`` when ``pnd > 0``."""
+    return n_neurons // pnd if pnd > 0 else pn
+
+
+def random_projection_term(W, draws):
+    """RP: mean over ``draws [T, pd, d]`` of the half-space energy of ``P_t W``."""
+    T, pd, d = draws.shape
+    n = W.shape[-1]
+    PW = ops.reshape(ops.matmul(ops.reshape(draws, (T * pd, d)), W), (T, pd, n))
+    return ops.mean(hyperspherical_energy(PW, '2', half_space=True))
+
+
+def _times_w_transposed(G, W):
+    return ops.matmul(G, ops.transpose(W))
+
+
+def _angle_loss_grad(Q, C_W):
+    """(||C(Q) - C_W||_F, its gradient by Q)."""
+    diff = pairwise_cosine(Q) - C_W
+    norm = ops.sqrt(ops.maximum(ops.sum(ops.square(diff)), _TINY))
+    return norm, cosine_vjp(Q, diff / norm)
+
+
+def objective_gradient(variant, Q, W):
+    """d objective / dQ at ``Q = P W`` (without P's decay): AP's angle loss,
+    AdvP's ``-E(Q)``."""
+    if variant == 'angle':
+        return _angle_loss_grad(Q, pairwise_cosine(W))[1]
+    return -energy_gradient(Q)
+
+
+def p_objective(variant, W, P):
+    """P's own loss: ``L_P`` (AP) or ``-E(P W) + decay`` (AdvP)."""
+    Q = ops.matmul(P, W)
+    decay = P_DECAY * ops.sum(ops.square(P)) / 2.0
+    if variant == 'angle':
+        return _angle_loss_grad(Q, pairwise_cosine(W))[0] + decay
+    return -hyperspherical_energy(Q, '2') + decay
+
+
+def lookahead(variant, W, P, lr):
+    """``P' = P - lr dL_P/dP`` (AP) or ``P + lr dE(P W)/dP`` (AdvP), differentiable in W."""
+    Q = ops.matmul(P, W)
+    if variant == 'angle':
+        grad = _times_w_transposed(objective_gradient('angle', Q, W), W) + P_DECAY * P
+        return P - lr * grad
+    return P + lr * _times_w_transposed(energy_gradient(Q), W)
+
+
+def learned_projection_term(variant, W, P, lr):
+    """AP or AdvP term: the half-space energy of ``P' W``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return hyperspherical_energy(ops.matmul(lookahead(variant, W, P, lr), W), '2', half_space=True)
+
+
+def descent_costs(pd, d, n, iters):
+    """Multiply-adds of ``iters`` P steps: (direct, through the N x N Gram of W)."""
+    direct = iters * 2 * pd * d * n
+    gram = 2 * pd * d * n + d * n * n + iters * pd * n * n
+    return direct, gram
+
+
+def descend_projection(variant, P, W, lr, iters, form='auto'):
+    """P after ``iters`` plain gradient steps at rate ``lr`` on its own objective
+    (W held fixed), as common.projections.descend_projection:
+
+        P_{k+1} = a P_k - lr G_k W^T,   a = 1 - lr P_DECAY,   G_k = d objective / dQ at P_k W
+
+    ``'gram'`` takes the same steps in the N-dimensional space (K = W^T W once:
+    Q_{k+1} = a Q_k - lr G_k K, S_{k+1} = a S_k + G_k, P = a^iters P_0 - lr S W^T);
+    ``'auto'`` picks whichever needs fewer multiply-adds.
+    """
+    if form not in ('auto', 'direct', 'gram'):
+        raise ValueError(f"form must be 'auto', 'direct' or 'gram', got {form!r}")
+    pd, d = P.shape
+    n = W.shape[-1]
+    if form == 'auto':
+        direct, gram = descent_costs(pd, d, n, iters)
+        form = 'gram' if gram < direct else 'direct'
+    W = ops.stop_gradient(W)
+    P = ops.stop_gradient(ops.convert_to_tensor(P))
+    lr = ops.cast(lr, P.dtype)
+    shrink = 1.0 - lr * P_DECAY
+    C_W = pairwise_cosine(W) if variant == 'angle' else None
+
+    def grad_q(Q):
+        if variant == 'angle':
+            return _angle_loss_grad(Q, C_W)[1]
+        return -energy_gradient(Q)
+
+    if form == 'direct':
+        def step(_, P):
+            return shrink * P - lr * _times_w_transposed(grad_q(ops.matmul(P, W)), W)
+        return ops.fori_loop(0, iters, step, P)
+    K = ops.matmul(ops.transpose(W), W)
+
+    def gram_step(_, carry):
+        Q, S = carry
+        G = grad_q(Q)
+        return shrink * Q - lr * ops.matmul(G, K), shrink * S + G
+
+    _, S = ops.fori_loop(0, iters, gram_step, (ops.matmul(P, W), ops.zeros((pd, n), P.dtype)))
+    return ops.power(shrink, float(iters)) * P - lr * _times_w_transposed(S, W)

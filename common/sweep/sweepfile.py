@@ -53,7 +53,6 @@ class RunSpec:
     argv: list                 # what follows `python <entry>/train.py`
     run_dir: Path              # where train.py writes: <log_dir>/<configuration>
     flags: argparse.Namespace  # as train.py parses argv (variant included)
-    where: str = ''            # "run 3" (the [[run]] entry it came from), for messages
 
     @property
     def run_id(self):
@@ -218,7 +217,7 @@ def load(path, log_root=None, overrides=None):
             seen_dirs[run_dir] = f'run {k}'
             label = f'{label_name + "/" if label_name else ""}{variant}/{run_dir.name}'
             row_runs.append(RunSpec(entry=variant, label=label, seed=seed, argv=full_argv,
-                                    run_dir=run_dir, flags=parsed, where=f'run {k}'))
+                                    run_dir=run_dir, flags=parsed))
         label = row_runs[0].label
         if label in seen_labels:
             raise SweepFileError(f'{where}: duplicate run: configuration {label} is also '

@@ -1,7 +1,7 @@
 """The CoMHE terms written the straightforward way, as the authors' release did.
 
 Only for bench/step_time.py: the baseline the batched ops of common/energy.py
-and common/projections.py are measured against. Same mathematics (SPEC
+and common/projections.py are measured against. Same mathematics (docs/protocol.md
 sections 1 and 3), the release's structure:
 
 - the half space as the explicit 2N vectors ``[W, -W]`` and their 2N x 2N

@@ -8,7 +8,7 @@ machine whose load drifts treats every configuration alike:
 
 1. Step time of the real training graph (common.training.build_graph, batch
    128 of random images, the same batch every step) for: no energy,
-   half-space MHE (SPEC section 8's half_mhe, power '2'), RP (pd 40, pn 20),
+   half-space MHE (docs/protocol.md section 8's half_mhe, power '2'), RP (pd 40, pn 20),
    AP (pd 30, iters 1), AdvP (pd 30, iters 10); each with our terms (the
    train.py entry points) and with the naive terms of bench/naive.py. A step
    of AP/AdvP includes its ``iters`` P steps. Medians, their ratio to no

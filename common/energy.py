@@ -1,4 +1,4 @@
-"""Hyperspherical energy of a layer's neurons (MHE / CoMHE, SPEC section 1).
+"""Hyperspherical energy of a layer's neurons (MHE / CoMHE, docs/protocol.md section 1).
 
 A layer's filters are a matrix ``W`` of shape ``[d, N]``: ``N`` neurons, each
 a column of dimension ``d``. A batch ``[T, d, N]`` (T projections of one
@@ -74,7 +74,7 @@ def _gram(Wn):
 
 
 def pairwise_cosine(W):
-    """The N x N matrix of c_ij (SPEC section 1) for W [d, N] or [T, d, N].
+    """The N x N matrix of c_ij (docs/protocol.md section 1) for W [d, N] or [T, d, N].
 
     Its gradient takes one Gram-sized product (C is symmetric) where automatic
     differentiation takes two, and is built from ordinary ops, so it can be

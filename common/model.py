@@ -1,11 +1,11 @@
-"""The CIFAR CNN-9 of SPEC section 2, in compat.v1 graph mode, with the
+"""The CIFAR CNN-9 of docs/protocol.md section 2, in compat.v1 graph mode, with the
 energy terms attached to its filters.
 
 Layers are built from ``get_variable`` and ``tf.nn`` ops (no Keras, no
 ``tf.layers``). Each of the nine hidden layers after the first (conv1_1 ..
 conv3_2 and fc6) gets ``hidden_term(W, ctx)`` from the caller: that is the
 hook through which a CoMHE variant adds its term. The first layer and the
-score layer get ``first_term(W)`` and ``score_term(W)``, by default SPEC's
+score layer get ``first_term(W)`` and ``score_term(W)``, by default the protocol's
 (half-space energy, weight 1; 10 x full-space energy, power '2').
 """
 from dataclasses import dataclass, field
@@ -20,12 +20,12 @@ BN_EPSILON = 1e-3
 
 
 def comhe_first_term(W):
-    """SPEC: the first layer gets the plain half-space energy, power '2'."""
+    """Protocol: the first layer gets the plain half-space energy, power '2'."""
     return hyperspherical_energy(W, '2', half_space=True)
 
 
 def comhe_score_term(W):
-    """SPEC: the score layer gets 10 x the full-space energy, power '2'."""
+    """Protocol: the score layer gets 10 x the full-space energy, power '2'."""
     return 10.0 * hyperspherical_energy(W, '2')
 
 

@@ -16,7 +16,7 @@ from common import REPO_ROOT
 
 AUTHORS_DIR = REPO_ROOT / 'logs' / 'authors'
 VARIANTS = ('random_projection', 'angle_projection', 'adversarial_projection', 'mhe')
-# Iterations of each release's schedule (SPEC sections 5 and 7).
+# Iterations of each release's schedule (docs/protocol.md sections 5 and 7).
 RELEASE_ITERS = {'comhe': 75000, 'mhe': 42500}
 MHE_KERNELS = ('0', '1', '2', 'a0', 'a1', 'a2')
 

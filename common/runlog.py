@@ -1,4 +1,4 @@
-"""The training-log format of SPEC section 6: the one place that writes and reads it.
+"""The training-log format of docs/protocol.md section 6: the one place that writes and reads it.
 
 A run lives in a configuration folder (``pd40_pn20``, ``pd30_pn1_iter1``, ...)
 holding pairs ``log_train_NN.txt`` / ``log_test_NN.txt``, NN a two-digit index;

@@ -1,6 +1,6 @@
 """The files of one run inside its configuration folder, and what a resume needs.
 
-A run is one log index NN (SPEC section 6) and owns, in the configuration folder:
+A run is one log index NN (docs/protocol.md section 6) and owns, in the configuration folder:
 
     log_train_NN.txt, log_test_NN.txt   the logs
     checkpoints_NN/                     the last two checkpoints (tf.train.Saver)

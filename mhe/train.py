@@ -1,4 +1,4 @@
-"""Train CNN-9 on CIFAR-100 with the MHE baselines CoMHE is compared with (SPEC section 8).
+"""Train CNN-9 on CIFAR-100 with the MHE baselines CoMHE is compared with (docs/protocol.md section 8).
 
 --model_name baseline: no energy term at all (plain training; the train log
 has the MHE release's shorter line without thom/thomf).
@@ -20,7 +20,7 @@ DEFAULTS = dict(model_name='half_mhe', power_s='2')   # the MHE release's best C
 
 
 def term_weights(power):
-    """(hidden weight, score weight) of SPEC section 8: the angular s=1, 2 kernels
+    """(hidden weight, score weight) of docs/protocol.md section 8: the angular s=1, 2 kernels
     are far larger near a zero angle, so the release scaled them down 10x."""
     return (0.1, 1.0) if power in ('a1', 'a2') else (1.0, 10.0)
 

@@ -1,4 +1,4 @@
-"""NumPy references written straight from SPEC sections 1 and 3: explicit
+"""NumPy references written straight from docs/protocol.md sections 1 and 3: explicit
 loops over pairs and an explicit ``[W, -W]`` for the half space. Slow on
 purpose; only for checking the TensorFlow ops on small matrices."""
 import math

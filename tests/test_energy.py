@@ -1,6 +1,6 @@
 """The energy ops of common/energy.py against the NumPy reference, batched and
 single, float32 and float64, eager and in a compat.v1 graph; finite values and
-gradients at the edge cases of SPEC section 1."""
+gradients at the edge cases of docs/protocol.md section 1."""
 import numpy as np
 import pytest
 import tensorflow as tf2

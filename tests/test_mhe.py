@@ -1,4 +1,4 @@
-"""mhe/train.py, the MHE baselines of SPEC section 8: the energy terms of each
+"""mhe/train.py, the MHE baselines of docs/protocol.md section 8: the energy terms of each
 --model_name / --power_s in-process at initialisation against the NumPy
 reference (tests/reference.py), and real subprocess runs on the CIFAR fixture
 for the folder names and the log format, their iter_0 thom/thomf checked
@@ -17,7 +17,7 @@ from conftest import ROOT, entry_flags, load_entry_point, run_train
 ARGS = ('--width', '0.125', '--batch_size', '16')
 LAYERS = ['conv1_0', 'conv1_1', 'conv1_2', 'conv2_0', 'conv2_1', 'conv2_2',
           'conv3_0', 'conv3_1', 'conv3_2', 'fc6']          # first layer included
-# SPEC section 8, written out here rather than taken from the module under test.
+# docs/protocol.md section 8, written out here rather than taken from the module under test.
 WEIGHTS = {'0': (1.0, 10.0), '1': (1.0, 10.0), '2': (1.0, 10.0), 'a0': (1.0, 10.0),
            'a1': (0.1, 1.0), 'a2': (0.1, 1.0)}
 
@@ -44,7 +44,7 @@ def init_values(module, *argv):
 
 
 def reference_terms(W, model_name, power):
-    """thom and thomf from SPEC sections 1 and 8, with the explicit-loop NumPy energy."""
+    """thom and thomf from docs/protocol.md sections 1 and 8, with the explicit-loop NumPy energy."""
     hidden_w, score_w = WEIGHTS[power]
     half = model_name == 'half_mhe'
     thom = hidden_w * sum(reference.energy(W[name], power, half_space=half) for name in LAYERS)

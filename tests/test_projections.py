@@ -1,4 +1,4 @@
-"""The three CoMHE terms of common/projections.py (SPEC section 3)."""
+"""The three CoMHE terms of common/projections.py (docs/protocol.md section 3)."""
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf

@@ -1,4 +1,4 @@
-"""Defaults that reproduce the release's behaviour (SPEC sections 2 and 5), and the
+"""Defaults that reproduce the release's behaviour (docs/protocol.md sections 2 and 5), and the
 flag that deviates from it: batch-norm averages that are not zero-debiased, AdvP's
 seed, and --resume refusing to mix the two batch-norm modes."""
 import json

@@ -1,5 +1,5 @@
 """common.runlog: the writer's lines, log indices, and the reader on the authors'
-reference logs (SPEC section 7 figures), on this project's format, and on
+reference logs (docs/protocol.md section 7 figures), on this project's format, and on
 broken input (cut-off, empty, missing, garbage, binary)."""
 import numpy as np
 import pytest

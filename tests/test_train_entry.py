@@ -1,5 +1,5 @@
 """Each train.py end to end, in a real subprocess, on the learnable fixture:
-its logs parse back into SPEC section 6's format, it learns, and a second run
+its logs parse back into docs/protocol.md section 6's format, it learns, and a second run
 never overwrites the first."""
 import pytest
 

@@ -162,7 +162,7 @@ def test_run_names_follow_the_release():
 
 @pytest.mark.parametrize('zero_debias', [False, True])
 def test_bn_test_statistics_are_the_release_averages_of_batch_moments(zero_debias):
-    # SPEC 2: ExponentialMovingAverage(0.999).apply([mean, var]) with TF 1.x's default
+    # Protocol section 2: ExponentialMovingAverage(0.999).apply([mean, var]) with TF 1.x's default
     # zero_debias=False: the averages start at 0, so after t steps they are (1 - 0.999^t)
     # times the debiased ones; --bn_zero_debias divides that factor out.
     flags, graph, g, sess = built('random_projection', *(['--bn_zero_debias'] if zero_debias else []))

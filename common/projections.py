@@ -23,7 +23,7 @@ from typing import Callable
 
 import tensorflow.compat.v1 as tf
 
-from common.energy import hyperspherical_energy, pairwise_cosine
+from common.energy import hyperspherical_energy, pairwise_cosine, static_dims
 
 PROJECTION_COLLECTION = 'comhe_projections'
 P_OBJECTIVE_COLLECTION = 'comhe_projection_objectives'
@@ -182,7 +182,7 @@ def learned_projection_term(W, pd, lr, variant, iters=0):
     then one session call, and the main step cannot read P before its steps.
     ``iters=0``: the term reads P; the P steps are a call of their own, before."""
     term_fn, objective_of = LEARNED_VARIANTS[variant]
-    P = projection_variable(W.shape[0], pd)
+    P = projection_variable(static_dims(W)[0], pd)
     objective_of_projected = objective_of(W)
     # A value to the main loss, as P is: no gradient into the steps (nor their while loop).
     stepped = tf.stop_gradient(descend_projection(P, W, objective_of_projected, lr, iters)) \

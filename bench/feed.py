@@ -401,6 +401,7 @@ def parse(argv):
     p.add_argument('--json', type=Path, help='write the results here, and the Markdown beside it')
     p.add_argument('--quick', action='store_true', help='tiny sizes: a smoke test, not a measurement')
     p.add_argument('--repeat', type=int, default=1, help='runs, each in a fresh process')
+    p.add_argument('--merge', type=Path, nargs='*', help='report these results (JSON files) as one, run nothing')
     p.add_argument('--batch', type=int, default=128)
     p.add_argument('--train_images', type=int, default=50000)
     p.add_argument('--function_batches', type=int, default=50)
@@ -459,7 +460,12 @@ def main(argv=None):
         print(f'[{time.perf_counter() - t0:6.1f} s] {message}', flush=True)
 
     command = ' '.join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])])
-    if args.repeat > 1:
+    if args.merge:
+        runs = [run for path in args.merge for run in json.loads(path.read_text()).get('runs', None)
+                or [json.loads(path.read_text())]]
+        result = {'command': command, 'runs': runs, 'machine': runs[0]['machine'], 'quick': args.quick,
+                  'merged_from': [str(path) for path in args.merge]}
+    elif args.repeat > 1:
         runs = []
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(args.repeat):

@@ -56,11 +56,13 @@ def markdown(result, runs=None):
         med(x['new']['handover_ms']['median'] for x in p), lambda v: f'{v:.3f}', ratio=False)
     row('first batch (the new one pads the training set first): s', med(x['old']['first_batch_s'] for x in p),
         med(x['new']['first_batch_s'] for x in p), lambda v: f'{v:.2f}', ratio=False)
+    # Runs may differ in what they measured (--skip, --merge): each table from the runs that have it.
+    full = [r for r in runs if 'test_pass' in r]
     if all('session_overhead' in r for r in runs):
         row('one training-step session call, no work: host ms', med(r['session_overhead']['old'] for r in runs),
             med(r['session_overhead']['new'] for r in runs), lambda v: f'{v:.3f}')
-    if all('test_pass' in r for r in runs):
-        t = [r['test_pass'] for r in runs]
+    if full:
+        t = [r['test_pass'] for r in full]
         row('test pass (10,000 images, full width, this CPU): images/s', med(x['old']['images_per_s'] for x in t),
             med(x['new']['images_per_s'] for x in t), lambda v: f'{v:,.0f}')
         row('test pass: session calls', t[0]['old']['calls'], t[0]['new']['calls'], lambda v: f'{v}', ratio=False)
@@ -68,13 +70,14 @@ def markdown(result, runs=None):
             med(x['new']['host_ms'] for x in t), lambda v: f'{v:.1f}')
         row('test pass: host share of an H100 pass (estimated)', med(x['old']['host_share_h100'] for x in t),
             med(x['new']['host_share_h100'] for x in t), lambda v: f'{100 * v:.1f} %', ratio=False)
-    if all('loop' in r for r in runs):
+    looped = [r for r in runs if 'loop' in r]
+    if looped:
         lines += ['', '| training loop (width %s, batch %s) | calls/iteration old | new | host ms/iteration '
                   'outside the calls: old | new | session call ms (median, this CPU): new | train log lines '
-                  'equal to the old loop\'s |' % (runs[0]['settings']['loop_width'], runs[0]['settings']['batch']),
+                  'equal to the old loop\'s |' % (looped[0]['settings']['loop_width'], looped[0]['settings']['batch']),
                   '|---|---|---|---|---|---|---|']
-        for key, first in runs[0]['loop'].items():
-            rs = [r['loop'][key] for r in runs]
+        for key, first in looped[0]['loop'].items():
+            rs = [r['loop'][key] for r in looped]
             lines.append(
                 f'| {first["label"]} | {med(x["old"]["calls_per_iteration"] for x in rs):g} | '
                 f'{med(x["new"]["calls_per_iteration"] for x in rs):g} | '
@@ -105,7 +108,10 @@ def write(path, result, runs, command, quick):
     m = result['machine']
     smoke = '**--quick: tiny sizes, a smoke test; these numbers mean nothing.**\n\n' if quick else ''
     header = (f'# Feeding a GPU: input pipeline, session calls, host time ({path.name})\n\n{smoke}'
-              f'`{command}`, {m["date"]}, {len(runs)} run(s) in {result["total_s"] / 60:.1f} min\n\n'
+              f'`{command}`, {m["date"]}, '
+              + (f'{len(runs)} runs, merged from {", ".join(result["merged_from"])} (their commands and '
+                 f'times in the JSON)\n\n' if 'merged_from' in result else
+                 f'{len(runs)} run(s) in {result["total_s"] / 60:.1f} min\n\n') +
               f'Machine: {m.get("cpu", "?")}, {m["cpu_count"]} cores, {m.get("memory_gb", "?")} GB, '
               f'{"a GPU" if m["gpu"] else "no GPU"}; Python {m["python"]}, TensorFlow '
               f'{m["tensorflow"]}, NumPy {m["numpy"]}. Old: the code before issue 13 '

@@ -4,7 +4,7 @@
     .venv/bin/python bench/keras_step_time.py --backend torch    # PyTorch (CUDA if its build has it)
     .venv/bin/python bench/keras_step_time.py --quick            # a smoke test; its numbers mean nothing
 
-CNN-9 of SPEC section 2 as a Keras model (3x3 convolutions without bias, batch
+CNN-9 of docs/protocol.md section 2 as a Keras model (3x3 convolutions without bias, batch
 norm and ReLU, three max-pools, fc6 as a 4x4 VALID convolution, a 1x1 score
 convolution; batch 128 of random 32x32x3 images, 100 classes, SGD with
 momentum 0.9, lr 0.01 and weight decay 5e-4, ``jit_compile=True``), trained with

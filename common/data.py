@@ -1,4 +1,4 @@
-"""CIFAR-100 for the CoMHE reproduction (SPEC section 5).
+"""CIFAR-100 for the CoMHE reproduction (docs/protocol.md section 5).
 
 Finds the python version of CIFAR-100 in a data folder (downloading and
 verifying it when missing), loads it as uint8 [n, 32, 32, 3] images with int64

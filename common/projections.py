@@ -1,4 +1,4 @@
-"""The three CoMHE terms for one hidden layer (SPEC section 3).
+"""The three CoMHE terms for one hidden layer (docs/protocol.md section 3).
 
 Each projects the layer's neurons ``W [d, N]`` with ``P [pd, d]`` and takes
 the half-space energy (power '2') of ``P W``:

@@ -1,4 +1,4 @@
-"""The training graph and loop of SPEC sections 4 to 6, shared by every train.py.
+"""The training graph and loop of docs/protocol.md sections 4 to 6, shared by every train.py.
 
     loss = fit + reg + thom + thomf
     fit  = mean_batch -sum_k t_k log(softmax(z)_k + 1e-4),  t = 0.99 onehot + 0.01/100
@@ -30,7 +30,7 @@ from common.projections import (LEARNED_COLLECTION, P_OBJECTIVE_COLLECTION, WEIG
 
 LOG_EVERY = 100
 LABEL_SMOOTHING = 0.01
-EVAL_BATCH = 1000   # test images per session call (SPEC's 100 give the same accuracy, see evaluate)
+EVAL_BATCH = 1000   # test images per session call (the protocol's 100 give the same accuracy, see evaluate)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -154,7 +154,7 @@ def evaluate(calls, images, labels, batch_size=EVAL_BATCH):
     """Accuracy on all test images, no augmentation, ``batch_size`` per session call.
 
     At test time batch norm uses its moving averages, so an image's logits do
-    not depend on the others in its batch: SPEC's batches of 100 give the same
+    not depend on the others in its batch: the protocol's batches of 100 give the same
     accuracy, but 100 session calls per pass, whose host time would be a
     noticeable share of a GPU's forward passes; 10 calls of 1,000 are not."""
     correct = 0.0

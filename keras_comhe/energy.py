@@ -1,5 +1,5 @@
 """Hyperspherical energies in ``keras.ops``: the math of common/energy.py
-(SPEC section 1) on any Keras 3 backend (TensorFlow, JAX, PyTorch).
+(docs/protocol.md section 1) on any Keras 3 backend (TensorFlow, JAX, PyTorch).
 
 A layer's neurons are the columns of ``W [d, N]``; a batch ``[T, d, N]`` (T
 projections of one layer) goes through the same batched ops, no Python loop.

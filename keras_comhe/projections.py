@@ -1,4 +1,4 @@
-"""The three CoMHE terms of one layer in ``keras.ops`` (SPEC section 3), the
+"""The three CoMHE terms of one layer in ``keras.ops`` (docs/protocol.md section 3), the
 math of common/projections.py on any Keras 3 backend.
 
 Each projects the neurons ``W [d, N]`` with ``P [pd, d]`` and takes the

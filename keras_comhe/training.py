@@ -1,7 +1,7 @@
 """The AP/AdvP P steps in Keras training: ``CoMHEModel`` for ``model.fit``, and
 ``build_projections`` / ``take_projection_steps`` for a custom training loop.
 
-Every training step, before the main step (SPEC section 3): each learned P
+Every training step, before the main step (docs/protocol.md section 3): each learned P
 takes its ``iters`` gradient steps at the optimiser's current learning rate
 on the current weights; then the main loss, whose AP/AdvP terms use the
 look-ahead from the new P at that learning rate. ``CoMHEModel.train_step``

@@ -148,7 +148,7 @@ def test_table_of_a_sweep_not_started_has_every_row_with_the_authors_figures(tmp
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     assert len(rows) == 16 and all((r['seeds_done'], r['seeds'], r['final_mean']) == ('0', '3', '') for r in rows)
     by_name = {r['configuration']: r for r in rows}
-    # SPEC section 7's figures.
+    # docs/protocol.md section 7's figures.
     assert by_name['random_projection/pd40_pn20']['authors_final'] == '0.7559'
     assert by_name['adversarial_projection/pd30_pn1_iter10']['authors_best'] == '0.7483'
     assert by_name['mhe/half_mhe_2']['authors_final'] == '0.7399'

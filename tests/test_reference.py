@@ -131,7 +131,8 @@ def test_nothing_refers_to_a_path_outside_the_repository():
     files = subprocess.run(['git', 'ls-files'], cwd=REPO_ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
     this_file = 'tests/test_reference.py'
-    outside = ('../shared', 'shared/reference_logs', 'shared/SPEC', "parent / 'shared'")
+    # Spelt in pieces, so that this file does not name the path it looks for.
+    outside = ('..' + '/shared', 'shared' + '/reference_logs', 'shared' + '/SPEC', "parent / 'shared'")
     hits = []
     for name in files:
         path = REPO_ROOT / name

@@ -127,7 +127,7 @@ def test_paper_table_with_and_without_our_runs(tmp_path):
 
 
 def test_nothing_refers_to_a_path_outside_the_repository():
-    # A user's clone has nothing beside it: no tracked file may point at ../shared or the like.
+    # A user's clone has nothing beside it: no tracked file may point at the developers' shared folder.
     files = subprocess.run(['git', 'ls-files'], cwd=REPO_ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
     this_file = 'tests/test_reference.py'

@@ -67,11 +67,11 @@ COLUMNS = ['run', 'last_iter', 'final_test_acc', 'best_test_acc', 'best_test_ite
 HEADERS = ['run', 'last iter', 'final test acc', 'best test acc', 'best at iter', 'final fit']
 
 
-def summary_rows(runs, reference=None, references=None):
-    """One dict per run, numbers unformatted, None where unknown. Each reference
-    comes first, as its own row; a run's differences are to ``reference`` (one for
-    all) or to ``references[k]`` (one per run, None for none)."""
-    refs = [reference] * len(runs) if references is None else list(references)
+def summary_rows(runs, references=None):
+    """One dict per run, numbers unformatted, None where unknown. Each distinct
+    reference comes first, as its own row; run k's differences are to
+    ``references[k]`` (None: no reference)."""
+    refs = [None] * len(runs) if references is None else list(references)
     rows = []
     for role, run, ref in [('reference', r, None) for r in _distinct(refs)] + \
             [('run', r, ref) for r, ref in zip(runs, refs)]:
@@ -93,7 +93,7 @@ def authors_references(runs, note=None):
     for run in runs:
         folder = authors.reference_for(run.path)
         if folder is None:
-            if note is not None and authors.AUTHORS_DIR.resolve() not in run.path.resolve().parents:
+            if note is not None and not authors.is_authors_run(run.path):
                 what = authors.identify(run.path)
                 note(f'note: the authors published no run of {"/".join(what)}; a plain summary'
                      if what else f'note: {run.path} is not recognised as a run of '

@@ -60,10 +60,15 @@ def identify(run_path):
     return None
 
 
+def is_authors_run(run_path, root=AUTHORS_DIR):
+    """Whether ``run_path`` lies inside the authors' logs."""
+    return Path(root).resolve() in Path(run_path).resolve().parents
+
+
 def reference_for(run_path, root=AUTHORS_DIR):
     """The authors' run matching ``run_path``, or None if they published none (or it is theirs)."""
     path = Path(run_path).resolve()
-    if Path(root).resolve() in path.parents:
+    if is_authors_run(path, root):
         return None
     found = identify(path)
     return authors_run_dir(*found, root=root) if found else None

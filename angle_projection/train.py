@@ -12,13 +12,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import config  # noqa: E402  (no TensorFlow yet: --gpu_no comes first)
 
 VARIANT = 'angle_projection'
-DEFAULTS = dict(pd=30, pn=1, iters=1)   # the original release's
+DEFAULTS = dict(pd=30, pn=1, iters=1, lookahead_decay=False)   # the original release's
 
 
 def comhe_term(flags):
     """The AP term of one hidden layer's filters W [d, N]."""
     from common.projections import learned_projection_term
-    return lambda W, ctx: learned_projection_term(W, flags.pd, ctx.lr, 'angle', flags.iters)
+    return lambda W, ctx: learned_projection_term(W, flags.pd, ctx.lr, 'angle', flags.iters,
+                                                  flags.lookahead_decay)
 
 
 if __name__ == '__main__':

@@ -101,8 +101,9 @@ def _p_decay(P):
 
 def angle_projection_term(W, pd, lr):
     P = projection_variable(W.shape.as_list()[0], pd)
-    objective = tf.norm(cosine(tf.matmul(P, W)) - cosine(W)) + _p_decay(P)
-    P_ahead = P - lr * tf.gradients(objective, P)[0]
+    angle = tf.norm(cosine(tf.matmul(P, W)) - cosine(W))
+    objective = angle + _p_decay(P)
+    P_ahead = P - lr * tf.gradients(angle, P)[0]   # the release's look-ahead: the angle loss alone
     tf.add_to_collection(P_OBJECTIVE_COLLECTION, objective)
     return energy(tf.matmul(P_ahead, W), half_space=True)
 

@@ -21,6 +21,9 @@ VARIANT_FLAGS = {
     'iters': (int, 'P update steps before each main step (AP/AdvP)'),
     'model_name': (str, 'MHE baselines: baseline | mhe (full space) | half_mhe (half space)'),
     'power_s': (str, 'MHE baselines: the energy kernel, 0 | 1 | 2 | a0 | a1 | a2'),
+    'lookahead_decay': (bool, "AP: the look-ahead descends P's whole loss, its scaled weight decay "
+                              'included, as docs/protocol.md writes it (a deviation: the release '
+                              'differentiated the angle loss alone)'),
 }
 CHOICES = {'model_name': ('baseline', 'mhe', 'half_mhe'), 'power_s': ('0', '1', '2', 'a0', 'a1', 'a2')}
 
@@ -44,6 +47,9 @@ def build_parser(description, variant, variant_defaults):
         if name == 'random_seed':
             continue
         kind, text = VARIANT_FLAGS[name]
+        if kind is bool:   # off by default, on when given
+            p.add_argument(f'--{name}', action='store_true', help=text)
+            continue
         p.add_argument(f'--{name}', type=kind, default=default, help=text,
                        choices=CHOICES.get(name))
     p.add_argument('--data_dir', type=Path, default=REPO_ROOT / 'data',

@@ -7,7 +7,9 @@ the half-space energy (power '2') of ``P W``:
   term is the mean of the ``T`` energies; all ``T`` are one batched op.
 - angle-preserving projection (AP): a learned ``P`` that minimises
   ``L_P = ||C(P W) - C(W)||_F + 1e-3 * 5e-4 * sum(P^2) / 2``; the term uses
-  the look-ahead ``P' = P - lr * dL_P/dP``.
+  the look-ahead ``P' = P - lr * dA/dP`` with ``A = ||C(P W) - C(W)||_F``, the
+  angle loss alone, as the release (``lookahead_decay=True``: ``dL_P/dP``, as
+  docs/protocol.md section 3 writes it).
 - adversarial projection (AdvP): a learned ``P`` that maximises
   ``E_P = E(P W)`` (full space); look-ahead ``P' = P + lr * dE_P/dP``; its
   own steps minimise ``-E_P + 1e-3 * 5e-4 * sum(P^2) / 2``.
@@ -127,10 +129,14 @@ def projected_half_space_energy(W, P):
     return hyperspherical_energy(_project(P, W), '2', half_space=True)
 
 
-def angle_projection_lookahead(W, P, lr):
-    """AP: ``(P', L_P)`` with ``P' = P - lr * dL_P/dP`` (gradient kept in the graph)."""
-    objective = angle_projection_objective(W, P)
-    P_ahead = tf.identity(P - lr * tf.gradients(objective, P)[0], name='projection_lookahead')
+def angle_projection_lookahead(W, P, lr, lookahead_decay=False):
+    """AP: ``(P', L_P)`` with ``P' = P - lr * dA/dP`` (gradient kept in the graph),
+    ``A`` the angle loss, as the release's ``p - lr * tf.gradients(p_loss, p)[0]``;
+    ``lookahead_decay``: ``dL_P/dP``, P's scaled weight decay included (the protocol)."""
+    angle = angle_loss(W, P)
+    objective = angle + _p_decay(P)
+    P_ahead = tf.identity(P - lr * tf.gradients(objective if lookahead_decay else angle, P)[0],
+                          name='projection_lookahead')
     return P_ahead, objective
 
 
@@ -142,9 +148,9 @@ def adversarial_projection_lookahead(W, P, lr):
     return P_ahead, -projected_energy + _p_decay(P)
 
 
-def angle_projection_term(W, P, lr):
+def angle_projection_term(W, P, lr, lookahead_decay=False):
     """AP term and P's objective: ``(E_half(P' W), L_P)``."""
-    P_ahead, objective = angle_projection_lookahead(W, P, lr)
+    P_ahead, objective = angle_projection_lookahead(W, P, lr, lookahead_decay)
     return projected_half_space_energy(W, P_ahead), objective
 
 
@@ -171,7 +177,7 @@ class LearnedProjection:
     stepped: object = None   # P after the iteration's steps, which the term used; None: P itself
 
 
-def learned_projection_term(W, pd, lr, variant, iters=0):
+def learned_projection_term(W, pd, lr, variant, iters=0, lookahead_decay=False):
     """AP (``variant='angle'``) or AdvP (``'adversarial'``) for one layer: its P
     (in the current variable scope) and its term. P's objective is registered
     for the training loop's P steps (``projection_descent``) and for logging.
@@ -180,14 +186,18 @@ def learned_projection_term(W, pd, lr, variant, iters=0):
     the same graph (a function of P and W, not a read of P after an update), and
     ``projection_descent`` assigns those steps to P: P steps and main step are
     then one session call, and the main step cannot read P before its steps.
-    ``iters=0``: the term reads P; the P steps are a call of their own, before."""
+    ``iters=0``: the term reads P; the P steps are a call of their own, before.
+    ``lookahead_decay`` (AP only): see ``angle_projection_lookahead``."""
     term_fn, objective_of = LEARNED_VARIANTS[variant]
+    if lookahead_decay and variant != 'angle':
+        raise ValueError(f'lookahead_decay is an AP option; {variant!r} has no decay in its look-ahead')
+    extra = dict(lookahead_decay=True) if lookahead_decay else {}
     P = projection_variable(static_dims(W)[0], pd)
     objective_of_projected = objective_of(W)
     # A value to the main loss, as P is: no gradient into the steps (nor their while loop).
     stepped = tf.stop_gradient(descend_projection(P, W, objective_of_projected, lr, iters)) \
         if iters else None
-    term, objective = term_fn(W, P if stepped is None else stepped, lr)
+    term, objective = term_fn(W, P if stepped is None else stepped, lr, **extra)
     if stepped is not None:   # the objective logged and descended on is that of P itself
         objective = objective_of_projected(_project(P, W)) + _p_decay(P)
     tf.add_to_collection(P_OBJECTIVE_COLLECTION, objective)

@@ -25,7 +25,8 @@ from common import runlog
 
 # Flags that change what a run computes; a resume must not change them.
 TRAINING_FLAGS = ('variant', 'base_lr', 'batch_size', 'random_seed', 'pd', 'pn', 'pnd', 'iters',
-                  'max_iters', 'eval_every', 'width', 'model_name', 'power_s', 'bn_zero_debias')
+                  'max_iters', 'eval_every', 'width', 'model_name', 'power_s', 'bn_zero_debias',
+                  'lookahead_decay')
 _ITER = re.compile(r'^(?:====|\+\+\+\+)iter_(\d+):')
 
 
@@ -105,6 +106,8 @@ def changed_flags(files, flags):
     saved = json.loads(files.flags_file.read_text())
     # Runs started before --bn_zero_debias existed always debiased their BN averages.
     saved.setdefault('bn_zero_debias', True)
+    # AP runs from before --lookahead_decay existed had P's decay in the look-ahead.
+    saved.setdefault('lookahead_decay', True)
     return [(k, getattr(flags, k), v) for k, v in saved.items()
             if hasattr(flags, k) and getattr(flags, k) != v]
 

@@ -7,7 +7,8 @@ half-space energy (power '2') of ``P W``:
 - RP: the mean over ``T`` Gaussian draws ``[T, pd, d]`` (one batched GEMM,
   one batched energy);
 - AP: a learned P whose own loss is ``L_P = ||C(P W) - C(W)||_F + P_DECAY *
-  sum(P^2) / 2``; the term uses the look-ahead ``P' = P - lr dL_P/dP``;
+  sum(P^2) / 2``; the term uses the look-ahead ``P' = P - lr dA/dP``, ``A`` the
+  angle loss alone, as the release (``lookahead_decay=True``: ``dL_P/dP``);
 - AdvP: a learned P that maximises ``E(P W)`` (full space); look-ahead
   ``P' = P + lr dE/dP``; its own steps descend ``-E(P W) + P_DECAY sum(P^2) / 2``.
 
@@ -66,20 +67,26 @@ def p_objective(variant, W, P):
     return -hyperspherical_energy(Q, '2') + decay
 
 
-def lookahead(variant, W, P, lr):
-    """``P' = P - lr dL_P/dP`` (AP) or ``P + lr dE(P W)/dP`` (AdvP), differentiable in W."""
+def lookahead(variant, W, P, lr, lookahead_decay=False):
+    """``P' = P - lr dA/dP`` (AP; ``dL_P/dP`` with ``lookahead_decay``) or
+    ``P + lr dE(P W)/dP`` (AdvP), differentiable in W."""
     Q = ops.matmul(P, W)
     if variant == 'angle':
-        grad = _times_w_transposed(objective_gradient('angle', Q, W), W) + P_DECAY * P
+        grad = _times_w_transposed(objective_gradient('angle', Q, W), W)
+        if lookahead_decay:
+            grad = grad + P_DECAY * P
         return P - lr * grad
+    if lookahead_decay:
+        raise ValueError('lookahead_decay is an AP option; AdvP has no decay in its look-ahead')
     return P + lr * _times_w_transposed(energy_gradient(Q), W)
 
 
-def learned_projection_term(variant, W, P, lr):
+def learned_projection_term(variant, W, P, lr, lookahead_decay=False):
     """AP or AdvP term: the half-space energy of ``P' W``."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    return hyperspherical_energy(ops.matmul(lookahead(variant, W, P, lr), W), '2', half_space=True)
+    P_ahead = lookahead(variant, W, P, lr, lookahead_decay)
+    return hyperspherical_energy(ops.matmul(P_ahead, W), '2', half_space=True)
 
 
 def descent_costs(pd, d, n, iters):

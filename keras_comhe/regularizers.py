@@ -90,6 +90,7 @@ class RandomProjection(_StatefulRegularizer):
 
 class _LearnedProjection(_StatefulRegularizer):
     variant = None
+    lookahead_decay = False
 
     def __init__(self, pd=30, iters=1, weight=1.0, seed=None, form='auto', name=None):
         super().__init__(name=name)
@@ -120,7 +121,7 @@ class _LearnedProjection(_StatefulRegularizer):
         self._require_built()
         return projections.learned_projection_term(
             self.variant, W, ops.convert_to_tensor(self.projection),
-            ops.convert_to_tensor(self.learning_rate))
+            ops.convert_to_tensor(self.learning_rate), self.lookahead_decay)
 
     def objective(self, kernel):
         """P's own objective at the current P (for logging)."""
@@ -144,9 +145,19 @@ class _LearnedProjection(_StatefulRegularizer):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class AngleProjection(_LearnedProjection):
     """AP CoMHE: ``weight`` times the half-space energy of ``P' W``, P learned to
-    preserve the neurons' angles, ``P' = P - lr dL_P/dP`` (``iters`` P steps a
-    training step; ``form``: how they are computed, see ``descend_projection``)."""
+    preserve the neurons' angles, ``P' = P - lr dA/dP`` with ``A`` the angle loss, as
+    the release (``lookahead_decay=True``: P's scaled weight decay included, as
+    docs/protocol.md writes it); ``iters`` P steps a training step; ``form``: how
+    they are computed, see ``descend_projection``."""
     variant = 'angle'
+
+    def __init__(self, pd=30, iters=1, weight=1.0, seed=None, form='auto', lookahead_decay=False,
+                 name=None):
+        super().__init__(pd=pd, iters=iters, weight=weight, seed=seed, form=form, name=name)
+        if not isinstance(lookahead_decay, bool):
+            raise ValueError(f'lookahead_decay must be True or False, got {lookahead_decay!r}')
+        self.lookahead_decay = lookahead_decay
+        self._config['lookahead_decay'] = lookahead_decay
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

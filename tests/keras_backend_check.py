@@ -86,6 +86,9 @@ def parity_outputs(a):
         for form in ('direct', 'gram'):
             out[f'{variant}/descend/{form}'] = projections.descend_projection(
                 variant, a['P'], a['Wl'], lr, iters, form)
+    # AP with P's decay in the look-ahead (the protocol's form; the default is the release's).
+    out['angle/decay'], (out['angle/decay/grad_w'], out['angle/decay/grad_p']) = value_and_grads(
+        lambda w, p: projections.learned_projection_term('angle', w, p, lr, True), a['Wl'], a['P'])
     return out
 
 

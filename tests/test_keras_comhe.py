@@ -61,6 +61,10 @@ def graph_reference(inputs):
             term, objective = term_fn(Wl, P, LR)
             fetch[variant] = term
             fetch[variant + '/grad_w'], fetch[variant + '/grad_p'] = tf.gradients(term, [Wl, P])
+            if variant == 'angle':
+                decayed, _ = term_fn(Wl, P, LR, lookahead_decay=True)
+                fetch['angle/decay'] = decayed
+                fetch['angle/decay/grad_w'], fetch['angle/decay/grad_p'] = tf.gradients(decayed, [Wl, P])
             fetch[variant + '/objective'] = objective
             objective_of = proj.LEARNED_VARIANTS[variant][1](Wl)
             for form in ('direct', 'gram'):
@@ -146,6 +150,12 @@ def test_learned_terms_and_p_steps_equal_the_graph_code(backend, variant):
     close(got[variant + '/objective'], ref[variant + '/objective'], 'P objective')
     for form in ('direct', 'gram'):
         close(got[f'{variant}/descend/{form}'], ref[f'{variant}/descend/{form}'], f'{ITERS} P steps, {form}')
+
+
+def test_ap_with_the_decay_in_its_lookahead_equals_the_graph_code(backend):
+    got, ref = backend
+    for key in ('angle/decay', 'angle/decay/grad_w', 'angle/decay/grad_p'):
+        close(got[key], ref[key], key)
 
 
 @pytest.mark.parametrize('case', sorted(edge_cases()))

@@ -44,15 +44,32 @@ def test_rp_term_is_the_mean_over_its_projections(session, pn, pnd, n):
     np.testing.assert_allclose(term_v, want, rtol=1e-4)
 
 
-def test_ap_lookahead_is_a_gradient_step_on_its_loss(session):
+@pytest.mark.parametrize('lookahead_decay', [False, True])
+def test_ap_lookahead_is_a_gradient_step_on_its_loss(session, lookahead_decay):
+    # The release's look-ahead descends the angle loss alone; the flag adds P's decay.
     rng = np.random.default_rng(1)
     W0, P0 = rng.normal(size=(6, 5)), rng.normal(size=(3, 6))
     lr = 0.1
-    P_ahead, objective = proj.angle_projection_lookahead(tf.constant(W0), tf.constant(P0), lr)
+    P_ahead, objective = proj.angle_projection_lookahead(tf.constant(W0), tf.constant(P0), lr,
+                                                         lookahead_decay)
     P_ahead_v, objective_v = session.run([P_ahead, objective])
     np.testing.assert_allclose(objective_v, reference.angle_objective(W0, P0), rtol=1e-9)
-    grad = reference.finite_difference_grad(lambda p: reference.angle_objective(W0, p), P0)
+
+    def descended(p):
+        decay = 1e-3 * 5e-4 * np.sum(np.square(p)) / 2
+        return reference.angle_objective(W0, p) - (0.0 if lookahead_decay else decay)
+    grad = reference.finite_difference_grad(descended, P0)
     np.testing.assert_allclose(P_ahead_v, P0 - lr * grad, rtol=1e-6, atol=1e-9)
+    # The two forms differ by lr * 5e-7 * P exactly.
+    other, _ = proj.angle_projection_lookahead(tf.constant(W0), tf.constant(P0), lr, not lookahead_decay)
+    sign = 1.0 if lookahead_decay else -1.0
+    np.testing.assert_allclose(session.run(other) - P_ahead_v, sign * lr * 5e-7 * P0, rtol=1e-6, atol=1e-15)
+
+
+def test_lookahead_decay_is_refused_for_advp(session):
+    with pytest.raises(ValueError, match='AP option'):
+        proj.learned_projection_term(tf.constant(np.ones((6, 5), np.float32)), 3, 0.1, 'adversarial',
+                                     lookahead_decay=True)
 
 
 def test_ap_term_is_half_space_energy_of_the_lookahead(session):

@@ -14,8 +14,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed
 
+# Two pytest workers (pytest-xdist): a train.py test spends most of its time in one
+# core importing TensorFlow and building its graph, so two keep both cores of a small
+# machine busy. Each test file runs on one worker, so a module's shared fixture (the
+# quick benchmark, the sweep, the uninterrupted runs) is made once; the files go out
+# slowest first (tests/conftest.py), not reordered by xdist.
+TEST_WORKERS ?= 2
+
 test: venv
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 train: venv
 	@test -f random_projection/train.py || { echo "random_projection/train.py does not exist yet; nothing to train."; exit 1; }

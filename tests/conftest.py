@@ -5,6 +5,12 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# One TensorFlow thread per pool, in this process and the train.py processes it starts:
+# make test runs two workers on two cores, and TensorFlow's spinning pools of two
+# threads each then only get in each other's way (10 % slower, measured).
+ONE_THREAD = {'TF_NUM_INTRAOP_THREADS': '1', 'TF_NUM_INTEROP_THREADS': '1'}
+for _name, _value in ONE_THREAD.items():
+    os.environ.setdefault(_name, _value)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -78,8 +84,14 @@ def cifar_fixture(tmp_path_factory):
 
 
 def subprocess_env():
-    """The environment of a train.py subprocess: quiet, on the CPU, no network."""
+    """The environment of a subprocess: quiet, on the CPU, no network."""
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='', **NO_NETWORK_ENV)
+
+
+def train_env():
+    """subprocess_env() for a train.py (or other TensorFlow-only) process: without the
+    optional imports it never uses (tests/train_site/sitecustomize.py)."""
+    return dict(subprocess_env(), PYTHONPATH=str(Path(__file__).resolve().parent / 'train_site'))
 
 
 def run_train(variant, *argv, cwd=None, timeout=300, **popen):
@@ -87,5 +99,33 @@ def run_train(variant, *argv, cwd=None, timeout=300, **popen):
     import subprocess
     cwd = ROOT / variant if cwd is None else cwd
     script = (ROOT / variant / 'train.py').relative_to(cwd) if cwd == ROOT else 'train.py'
-    return subprocess.run([sys.executable, str(script), *argv], cwd=cwd, env=subprocess_env(),
+    return subprocess.run([sys.executable, str(script), *argv], cwd=cwd, env=train_env(),
                           capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def train_in_process(variant, *argv):
+    """``<variant>/train.py argv``'s training, run in this process: the same flags, graph
+    and logs as the subprocess, without starting Python and TensorFlow again (~10 s a
+    run). For tests of what a run computes; tests of the command line use run_train."""
+    from common import config, training
+    module = load_entry_point(variant)
+    flags = entry_flags(module, *argv)
+    config.validate(flags)
+    flags.variant = variant
+    terms = (module.energy_terms if variant == 'mhe' else module.comhe_term)(flags)
+    terms = terms if isinstance(terms, dict) else dict(hidden_term=terms)
+    return training.train(flags, config.run_name(flags), **terms)
+
+
+# make test runs the files on two workers (pytest-xdist, --dist loadfile, no reordering),
+# each file on one, in collection order: the slowest first (measured, 2-core machine), so
+# that the two workers finish together. Files not listed follow in their usual order.
+SLOWEST_FIRST = ('test_resume.py', 'test_feed.py', 'test_bench.py', 'test_keras_comhe.py',
+                 'test_sweep.py', 'test_train_entry.py', 'test_training_graph.py',
+                 'test_tf1_idiom.py', 'test_run_failures.py', 'test_mhe.py', 'test_digits.py',
+                 'test_release_fidelity.py')
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: order kept within

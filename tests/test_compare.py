@@ -8,7 +8,6 @@ import sys
 
 import matplotlib.image as mpimg
 import numpy as np
-import pytest
 
 from common import REPO_ROOT, compare, runlog
 

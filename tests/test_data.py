@@ -3,7 +3,6 @@ finding, downloading (from file:// URLs and a closed loopback port only, never
 off the machine), verifying, extracting and loading CIFAR-100, the errors for
 every kind of bad data, the augmentation, the epoch order and the prefetcher."""
 import hashlib
-import io
 import pickle
 import shutil
 import socket

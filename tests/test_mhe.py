@@ -12,7 +12,7 @@ import tensorflow.compat.v1 as tf
 import reference
 from common import config, runlog
 from common.training import build_graph
-from conftest import ROOT, entry_flags, load_entry_point, run_train
+from conftest import ROOT, entry_flags, load_entry_point, run_train, train_in_process
 
 ARGS = ('--width', '0.125', '--batch_size', '16')
 LAYERS = ['conv1_0', 'conv1_1', 'conv1_2', 'conv2_0', 'conv2_1', 'conv2_2',
@@ -97,15 +97,19 @@ SHORT_LINE = re.compile(rf'^====iter_0: fit={NUM}, reg={NUM}, acc={NUM}$')
 FULL_LINE = re.compile(rf'^====iter_0: fit={NUM}, reg={NUM}, thom={NUM}, thomf={NUM}, acc={NUM}$')
 
 
-@pytest.mark.parametrize('argv,folder,cwd', [
-    (['--model_name', 'baseline'], 'baseline', None),
-    (['--model_name', 'mhe', '--power_s', '2'], 'mhe_2', ROOT),
-    (['--power_s', 'a1'], 'half_mhe_a1', None),          # the default --model_name, half_mhe
+@pytest.mark.parametrize('argv,folder,subprocess', [
+    (['--model_name', 'baseline'], 'baseline', False),
+    (['--model_name', 'mhe', '--power_s', '2'], 'mhe_2', True),   # train.py run from the root
+    (['--power_s', 'a1'], 'half_mhe_a1', False),          # the default --model_name, half_mhe
 ])
-def test_train_py_runs_and_logs_each_mode(mhe, cifar_fixture, tmp_path, argv, folder, cwd):
-    out = run_train('mhe', *cifar_fixture, *ARGS, '--max_iters', '2', '--eval_every', '100',
-                    '--log_dir', str(tmp_path), *argv, cwd=cwd)
-    assert out.returncode == 0, out.stderr[-3000:]
+def test_train_py_runs_and_logs_each_mode(mhe, cifar_fixture, tmp_path, argv, folder, subprocess):
+    command = [*cifar_fixture, *ARGS, '--max_iters', '2', '--eval_every', '100',
+               '--log_dir', str(tmp_path), *argv]
+    if subprocess:
+        out = run_train('mhe', *command, cwd=ROOT)
+        assert out.returncode == 0, out.stderr[-3000:]
+    else:
+        assert train_in_process('mhe', *command) == 0
     assert [p.name for p in tmp_path.iterdir()] == [folder]
     run_dir = tmp_path / folder
     [line] = (run_dir / 'log_train_00.txt').read_text().splitlines()

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from common import REPO_ROOT, reference, runlog
+from common import REPO_ROOT, reference
 from test_compare import cli, make_run
 
 AUTHORS = REPO_ROOT / 'logs' / 'authors'

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from common import runlog
-from conftest import ROOT, entry_flags, load_entry_point, run_train
+from conftest import ROOT, entry_flags, load_entry_point, run_train, train_in_process
 
 
 @pytest.mark.parametrize('variant, seed', [('random_projection', 345), ('angle_projection', 345),
@@ -26,8 +26,7 @@ def test_early_test_accuracy_is_low_with_the_release_bn_and_not_with_the_flag(ci
     curves, train_logs = {}, {}
     for extra in ([], ['--bn_zero_debias']):
         log_dir = tmp_path / ('debiased' if extra else 'release')
-        out = run_train('mhe', *common, '--log_dir', str(log_dir), *extra, cwd=ROOT)
-        assert out.returncode == 0, out.stderr[-3000:]
+        assert train_in_process('mhe', *common, '--log_dir', str(log_dir), *extra) == 0
         run_dir = log_dir / 'baseline'
         assert json.loads((run_dir / 'flags_00.json').read_text())['bn_zero_debias'] == bool(extra)
         run = runlog.read_run(run_dir)
@@ -45,8 +44,7 @@ def test_early_test_accuracy_is_low_with_the_release_bn_and_not_with_the_flag(ci
 def test_resume_refuses_to_mix_the_bn_modes(cifar_fixture, tmp_path):
     common = [*cifar_fixture, '--model_name', 'baseline', '--width', '0.125', '--batch_size', '8',
               '--eval_every', '10', '--log_dir', str(tmp_path)]
-    first = run_train('mhe', *common, '--max_iters', '20', cwd=ROOT)
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert train_in_process('mhe', *common, '--max_iters', '20') == 0
     # A longer --max_iters makes the finished run resumable; the BN mode must not change.
     out = run_train('mhe', *common, '--resume', '--bn_zero_debias', '--max_iters', '40', cwd=ROOT)
     assert out.returncode == 2

@@ -1,4 +1,4 @@
-"""Run the energy ops, the CoMHE terms and the training graph of every entry point
+"""Run the energy ops, the CoMHE terms and the training graphs of RP and AdvP
 as TF1 code does, and print their values as JSON (used by tests/test_tf1_idiom.py).
 
     python tf1_idiom.py v1|v2 WEIGHTS.npz
@@ -28,7 +28,7 @@ from common.energy import POWERS, hyperspherical_energy  # noqa: E402
 from common.projections import (adversarial_projection_term, angle_projection_term,  # noqa: E402
                                 random_projection_term)
 from common.training import build_graph  # noqa: E402
-from conftest import VARIANTS, entry_flags, load_entry_point  # noqa: E402
+from conftest import entry_flags, load_entry_point  # noqa: E402
 
 out = {}
 rng = np.random.default_rng(0)
@@ -48,19 +48,17 @@ with tf.Graph().as_default(), tf.Session() as sess:
 
 saved = dict(np.load(weights_file)) if weights_file.exists() else {}
 initial = {}
-entries = [(v, ()) for v in VARIANTS] + [('mhe', ('--model_name', 'half_mhe'))]
+# RP (the draws) and AdvP (a learned P, its steps in the graph); AP's terms are checked
+# above, and every entry point builds the same CNN-9.
+entries = ['random_projection', 'adversarial_projection']
 data = np.random.default_rng(1)
 x = data.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
 y = data.integers(0, 100, 8)
-for variant, extra in entries:
-    module = load_entry_point(variant)
-    flags = entry_flags(module, '--width', '0.125', '--batch_size', '8', '--pn', '2', '--pd', '5',
-                        *extra) if variant != 'mhe' else entry_flags(module, '--width', '0.125', *extra)
-    terms = module.comhe_term(flags) if variant != 'mhe' else module.energy_terms(flags)
-    terms = terms if isinstance(terms, dict) else dict(hidden_term=terms)
-    key = variant + ''.join(extra)
+for key in entries:
+    module = load_entry_point(key)
+    flags = entry_flags(module, '--width', '0.125', '--batch_size', '8', '--pn', '2', '--pd', '5')
     with tf.Graph().as_default() as graph:
-        g = build_graph(flags, **terms)
+        g = build_graph(flags, module.comhe_term(flags))
         init = tf.global_variables_initializer()
         variables = {f'{key}:{v.op.name}': v for v in tf.global_variables()}
         if saved:   # one assign op for all, fed in one call

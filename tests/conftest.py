@@ -104,17 +104,14 @@ def run_train(variant, *argv, cwd=None, timeout=300, **popen):
 
 
 def train_in_process(variant, *argv):
-    """``<variant>/train.py argv``'s training, run in this process: the same flags, graph
-    and logs as the subprocess, without starting Python and TensorFlow again (~10 s a
-    run). For tests of what a run computes; tests of the command line use run_train."""
-    from common import config, training
+    """``<variant>/train.py argv`` run in this process (its ``config.main``): the same
+    flags, graph and logs as the subprocess, without starting Python and TensorFlow
+    again (~10 s a run). For tests of what a run computes; tests of the command line
+    itself use run_train."""
+    from common import config
     module = load_entry_point(variant)
-    flags = entry_flags(module, *argv)
-    config.validate(flags)
-    flags.variant = variant
-    terms = (module.energy_terms if variant == 'mhe' else module.comhe_term)(flags)
-    terms = terms if isinstance(terms, dict) else dict(hidden_term=terms)
-    return training.train(flags, config.run_name(flags), **terms)
+    terms = module.energy_terms if variant == 'mhe' else module.comhe_term
+    return config.main(module.__doc__, module.VARIANT, module.DEFAULTS, terms, list(argv))
 
 
 # make test runs the files on two workers (pytest-xdist, --dist loadfile, no reordering),

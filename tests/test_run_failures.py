@@ -70,13 +70,9 @@ def test_non_finite_values_stop_with_a_clear_message(cifar_fixture, tmp_path, ca
 
 
 def run_in_process(cifar_fixture, log_dir, signal_at, max_iters=30):
-    """train() in this process, sending itself SIGTERM during iteration ``signal_at``."""
+    """RP's train.py in this process, sending itself SIGTERM during iteration ``signal_at``."""
     import os
-    from common import config, training
-    from conftest import entry_flags, load_entry_point
-    module = load_entry_point('random_projection')
-    flags = entry_flags(module, *cifar_fixture, *QUICK, '--pn', '2', '--max_iters', str(max_iters),
-                        '--eval_every', '10', '--log_dir', str(log_dir))
+    from common import training
     schedule = training.learning_rate
 
     def learning_rate(iteration, *args):
@@ -85,7 +81,9 @@ def run_in_process(cifar_fixture, log_dir, signal_at, max_iters=30):
         return schedule(iteration, *args)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(training, 'learning_rate', learning_rate)
-        return training.train(flags, config.run_name(flags), module.comhe_term(flags))
+        return train_in_process('random_projection', *cifar_fixture, *QUICK, '--pn', '2',
+                                '--max_iters', str(max_iters), '--eval_every', '10',
+                                '--log_dir', str(log_dir))
 
 
 def test_sigterm_in_the_last_iteration_still_finishes_the_run(cifar_fixture, tmp_path):

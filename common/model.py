@@ -69,10 +69,8 @@ def _batch_norm(x, is_training, model, zero_debias):
         mean, var = tf.nn.moments(x, [0, 1, 2], name='moments')
         ema = tf.train.ExponentialMovingAverage(decay=BN_DECAY, zero_debias=zero_debias)
         model.bn_updates.append(ema.apply([mean, var]))
-        # A select, not tf.cond: the same values and gradients, and a smaller graph
-        # (control flow v2 makes each cond and its gradient a pair of functions).
-        mean = tf.where(is_training, mean, ema.average(mean))
-        var = tf.where(is_training, var, ema.average(var))
+        mean, var = tf.cond(is_training, lambda: (mean, var),
+                            lambda: (ema.average(mean), ema.average(var)))
     model.decayed += [gamma, beta]
     return tf.nn.batch_normalization(x, mean, var, beta, gamma, BN_EPSILON)
 

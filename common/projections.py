@@ -119,11 +119,6 @@ def angle_loss(W, P):
     return angle_loss_of(W)(_project(P, W))
 
 
-def angle_projection_objective(W, P):
-    """AP's own loss L_P (angle loss plus scaled weight decay)."""
-    return angle_loss(W, P) + _p_decay(P)
-
-
 def projected_half_space_energy(W, P):
     """The CoMHE energy of a projection: half-space, power '2', of P W."""
     return hyperspherical_energy(_project(P, W), '2', half_space=True)

@@ -12,6 +12,7 @@ overwrite earlier runs. One session call per iteration, batches prepared by a
 background thread: the host adds well under a millisecond to a step.
 """
 import math
+import os
 import signal
 import sys
 import time
@@ -102,10 +103,21 @@ def build_graph(flags, hidden_term, first_term=comhe_first_term, score_term=comh
                       weights_finite, model)
 
 
+GRAPPLER_ENV = 'COMHE_GRAPPLER'
+
+
 def session_config():
     # GPU if there is one (never pinned to the CPU), memory grown as needed.
     config = tf.ConfigProto(allow_soft_placement=True)
     config.gpu_options.allow_growth = True
+    grappler = os.environ.get(GRAPPLER_ENV, '1')
+    if grappler not in ('0', '1'):
+        raise ValueError(f'{GRAPPLER_ENV}={grappler!r}: use 1 (TensorFlow optimises the graph, '
+                         f'the default) or 0 (it does not)')
+    if grappler == '0':
+        # Each new session call of a small CPU graph then starts seconds sooner (the test
+        # suite sets it); a real run wants grappler's fusions and GPU layouts.
+        config.graph_options.rewrite_options.disable_meta_optimizer = True
     return config
 
 

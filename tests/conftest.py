@@ -11,6 +11,12 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 ONE_THREAD = {'TF_NUM_INTRAOP_THREADS': '1', 'TF_NUM_INTEROP_THREADS': '1'}
 for _name, _value in ONE_THREAD.items():
     os.environ.setdefault(_name, _value)
+# Nor does TensorFlow optimise the graphs (common.training.session_config): each new
+# session call of a small CPU graph starts seconds sooner (an AdvP test run: 9-12 s
+# instead of 14-17 s). The end-to-end train.py tests (test_train_entry.py) run with it.
+GRAPPLER_OFF = {'COMHE_GRAPPLER': '0'}
+for _name, _value in GRAPPLER_OFF.items():
+    os.environ.setdefault(_name, _value)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,7 +56,8 @@ def no_network(monkeypatch):
 def session():
     """A session on a new graph; ops built inside the test go into that graph."""
     graph = tf.Graph()
-    with graph.as_default(), tf.Session(graph=graph) as sess:
+    from common.training import session_config
+    with graph.as_default(), tf.Session(graph=graph, config=session_config()) as sess:
         yield sess
 
 
@@ -94,12 +101,13 @@ def train_env():
     return dict(subprocess_env(), PYTHONPATH=str(Path(__file__).resolve().parent / 'train_site'))
 
 
-def run_train(variant, *argv, cwd=None, timeout=300, **popen):
-    """Run ``<variant>/train.py`` in a real subprocess (from its folder by default)."""
+def run_train(variant, *argv, cwd=None, timeout=300, env=(), **popen):
+    """Run ``<variant>/train.py`` in a real subprocess (from its folder by default),
+    in train_env() updated with ``env``."""
     import subprocess
     cwd = ROOT / variant if cwd is None else cwd
     script = (ROOT / variant / 'train.py').relative_to(cwd) if cwd == ROOT else 'train.py'
-    return subprocess.run([sys.executable, str(script), *argv], cwd=cwd, env=train_env(),
+    return subprocess.run([sys.executable, str(script), *argv], cwd=cwd, env=dict(train_env(), **dict(env)),
                           capture_output=True, text=True, timeout=timeout, **popen)
 
 

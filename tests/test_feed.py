@@ -13,7 +13,7 @@ import tensorflow.compat.v1 as tf
 
 from common import data, training
 from common.projections import PROJECTION_COLLECTION, learned_projection_term
-from conftest import ONE_THREAD, ROOT, entry_flags, load_entry_point
+from conftest import GRAPPLER_OFF, ONE_THREAD, ROOT, entry_flags, load_entry_point
 
 
 def random_set(n, shape=(32, 32, 3), seed=0):
@@ -75,7 +75,7 @@ def two_graphs(variant, iters):
             g = training.build_graph(flags, term)
             init = tf.global_variables_initializer()
             variables = {v.op.name: v for v in tf.global_variables()}
-        sess = tf.Session(graph=graph)
+        sess = tf.Session(graph=graph, config=training.session_config())
         sess.run(init)
         built.append((graph, g, sess, variables))
     (graph, _, sess, variables), (graph_b, _, sess_b, variables_b) = built
@@ -137,7 +137,7 @@ def test_evaluation_in_calls_of_1000_gives_the_accuracy_of_batches_of_100():
     with graph.as_default():
         g = training.build_graph(flags, **module.energy_terms(flags))
         init = tf.global_variables_initializer()
-    sess = tf.Session(graph=graph)
+    sess = tf.Session(graph=graph, config=training.session_config())
     sess.run(init)
     images, labels = random_set(2500, seed=5)
     logits = np.concatenate([sess.run(g.model.logits, {g.images: x, g.is_training: False})
@@ -170,7 +170,7 @@ def test_quick_feed_benchmark(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / 'bench' / 'feed.py'), '--quick', '--json',
                           str(tmp_path / 'feed.json')], cwd=tmp_path, capture_output=True, text=True,
                          timeout=600, env={'TF_CPP_MIN_LOG_LEVEL': '2', 'CUDA_VISIBLE_DEVICES': '',
-                                           'PATH': '/usr/bin:/bin', **ONE_THREAD})
+                                           'PATH': '/usr/bin:/bin', **ONE_THREAD, **GRAPPLER_OFF})
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / 'feed.json').read_text())
     assert result['quick'] is True and result['machine']['cpu_count'] >= 1

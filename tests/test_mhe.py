@@ -11,7 +11,7 @@ import tensorflow.compat.v1 as tf
 
 import reference
 from common import config, runlog
-from common.training import build_graph
+from common.training import build_graph, session_config
 from conftest import ROOT, entry_flags, load_entry_point, run_train, train_in_process
 
 ARGS = ('--width', '0.125', '--batch_size', '16')
@@ -36,7 +36,7 @@ def init_values(module, *argv):
         init = tf.global_variables_initializer()
         filters = {v.op.name.split('/')[0]: v for v in tf.global_variables()
                    if v.op.name.endswith('/filter')}
-    with tf.Session(graph=graph) as sess:
+    with tf.Session(graph=graph, config=session_config()) as sess:
         sess.run(init)
         thom, thomf, W = sess.run([g.thom, g.thomf, filters])
     W = {name: k.reshape(-1, k.shape[-1]).astype(np.float64) for name, k in W.items()}

@@ -25,8 +25,10 @@ def end_to_end(cifar_fixture, tmp_path_factory):
             # steps before the test accuracy says whether the network learned.
             cwd = ROOT / variant if variant == 'random_projection' else ROOT
             extra = ['--iters', '2'] if variant == 'adversarial_projection' else []   # 10: slow
+            # Grappler on, as in a user's run (the other tests turn it off, see conftest.py).
             out = run_train(variant, *cifar_fixture, *QUICK, *extra, '--bn_zero_debias', '--max_iters',
-                            '110', '--eval_every', '50', '--log_dir', str(log_dir), cwd=cwd)
+                            '110', '--eval_every', '50', '--log_dir', str(log_dir), cwd=cwd,
+                            env={'COMHE_GRAPPLER': '1'})
             assert out.returncode == 0, out.stderr[-3000:]
             runs[variant] = out, log_dir
         return runs[variant]

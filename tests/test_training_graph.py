@@ -7,7 +7,7 @@ import tensorflow.compat.v1 as tf
 import reference
 from common import config
 from common.projections import PROJECTION_COLLECTION, random_projection_draws
-from common.training import build_graph
+from common.training import build_graph, session_config
 from conftest import VARIANTS, entry_flags, load_entry_point
 
 ARGS = ('--width', '0.125', '--batch_size', '8', '--pn', '2', '--pd', '5')
@@ -20,7 +20,7 @@ def built(variant, *extra):
     with graph.as_default():
         g = build_graph(flags, module.comhe_term(flags))
         init = tf.global_variables_initializer()
-    sess = tf.Session(graph=graph)
+    sess = tf.Session(graph=graph, config=session_config())
     sess.run(init)
     return flags, graph, g, sess
 
@@ -194,3 +194,20 @@ def test_bn_test_statistics_are_the_release_averages_of_batch_moments(zero_debia
     want = np.maximum(gamma * (conv - avg_mean) / np.sqrt(avg_var + 1e-3) + beta, 0)
     np.testing.assert_allclose(out, want, rtol=1e-3, atol=1e-4)
     sess.close()
+
+
+@pytest.mark.parametrize('value, optimised', [(None, True), ('1', True), ('0', False)])
+def test_session_config_turns_grappler_off_only_when_asked(monkeypatch, value, optimised):
+    if value is None:
+        monkeypatch.delenv('COMHE_GRAPPLER', raising=False)
+    else:
+        monkeypatch.setenv('COMHE_GRAPPLER', value)
+    config = session_config()
+    assert config.graph_options.rewrite_options.disable_meta_optimizer is not optimised
+    assert config.allow_soft_placement and config.gpu_options.allow_growth
+
+
+def test_session_config_refuses_other_grappler_values(monkeypatch):
+    monkeypatch.setenv('COMHE_GRAPPLER', 'off')
+    with pytest.raises(ValueError, match="COMHE_GRAPPLER='off': use 1"):
+        session_config()

@@ -88,7 +88,9 @@ def two_graphs(variant, iters):
 
 
 @pytest.mark.parametrize('variant', ['angle_projection', 'adversarial_projection'])
-def test_one_session_call_gives_the_values_of_the_two_call_loop(variant):
+def test_one_session_call_gives_the_values_of_the_two_call_loop(variant, monkeypatch):
+    # With grappler, as a user's run: the P steps' order inside the one call is what is tested.
+    monkeypatch.setenv('COMHE_GRAPPLER', '1')
     (graph, g, sess, variables), (graph_b, g_b, sess_b, variables_b) = two_graphs(variant, 3)
     assert g.p_steps_in_train_op and not g_b.p_steps_in_train_op
     one, two = training.SessionCalls(sess, g), training.SessionCalls(sess_b, g_b)

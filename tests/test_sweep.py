@@ -3,7 +3,7 @@
 One sweep of 1 configuration x 2 seeds plus a run whose flag train.py rejects runs
 once, in a subprocess, as a user starts it; one of its train.py processes is killed
 with SIGKILL mid-run. Then: the logs of each configuration's first seed equal the same
-train.py command run by hand (the killed one resumed with --resume), the rejected run
+train.py command run by hand (in the test process; the killed one resumed with --resume), the rejected run
 failed once while the others finished, nothing but loopback was contacted, a second
 `run` starts nothing, and `status` and `table` agree with the run folders and with `common.compare summary`.
 """
@@ -17,11 +17,10 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ROOT, run_train, subprocess_env
+from conftest import ROOT, subprocess_env, train_in_process
 
 QUICK = dict(width=0.125, batch_size=16, base_lr=0.01, bn_zero_debias=True, max_iters=120,
              eval_every=40, ckpt_every=20)
@@ -140,15 +139,14 @@ def sweep(cifar_fixture, tmp_path_factory):
     output, _ = proc.communicate(timeout=600)
     hand = base / 'hand'
 
-    def run_by_hand(entry, flags, configuration, seed):
-        out = run_train(entry, *hand_argv(cifar_fixture, flags, seed, hand / f'seed{seed}' / entry), cwd=ROOT)
-        assert out.returncode == 0, out.stderr[-3000:]
-        return (entry, seed), log_texts(hand / f'seed{seed}' / entry / configuration)
-    # The first seed of each configuration (the killed run among them), two at a time as
-    # the sweep on 2 CPUs; the second seeds differ from them by --random_seed alone.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        by_hand = dict(pool.map(lambda args: run_by_hand(*args), [
-            (entry, flags, configuration, SEEDS[0]) for entry, flags, configuration in CONFIGS]))
+    # The first seed of each configuration (the killed run among them), run in this
+    # process as train.py runs it (tests/test_resume.py shows both give the same logs);
+    # the second seeds differ from them by --random_seed alone.
+    by_hand = {}
+    for entry, flags, configuration in CONFIGS:
+        log_dir = hand / f'seed{SEEDS[0]}' / entry
+        assert train_in_process(entry, *hand_argv(cifar_fixture, flags, SEEDS[0], log_dir)) == 0
+        by_hand[entry, SEEDS[0]] = log_texts(log_dir / configuration)
     return dict(code=proc.returncode, output=output, logs=logs, full=full, good=good, env=env,
                 killed_pid=killed_pid, by_hand=by_hand, net_log=net_log, fixture=cifar_fixture)
 

@@ -27,7 +27,7 @@ else:
 from common.energy import POWERS, hyperspherical_energy  # noqa: E402
 from common.projections import (adversarial_projection_term, angle_projection_term,  # noqa: E402
                                 random_projection_term)
-from common.training import build_graph  # noqa: E402
+from common.training import build_graph, session_config  # noqa: E402
 from conftest import entry_flags, load_entry_point  # noqa: E402
 
 out = {}
@@ -64,7 +64,7 @@ for key in entries:
         if saved:   # one assign op for all, fed in one call
             values = {name: tf.placeholder(v.dtype.base_dtype, v.shape) for name, v in variables.items()}
             load = tf.group(*[v.assign(values[name]) for name, v in variables.items()])
-        with tf.Session(graph=graph) as sess:
+        with tf.Session(graph=graph, config=session_config()) as sess:
             sess.run(init)
             if saved:
                 sess.run(load, {values[name]: saved[name] for name in variables})

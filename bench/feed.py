@@ -425,7 +425,7 @@ def parse(argv):
         args.pipeline_rounds, args.handover_samples, args.loop_iters = 1, 5, 12
         args.loop_eval_every, args.loop_test_images, args.overhead_rounds = 5, 100, 1
         args.test_images, args.test_width, args.test_rounds = 300, 0.125, 1
-        args.loop_variants, args.kernel_variants = ['ap'], ['advp']
+        args.loop_variants, args.kernel_variants, args.batch = ['ap'], ['advp'], 32
     return args
 
 

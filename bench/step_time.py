@@ -38,8 +38,9 @@ by a few hundredths from one process to the next (where the buffers land,
 the host), more than within one run. The README's table is
 ``--repeat 3``.
 
-``--quick`` runs everything at a tiny size in well under a minute (for the
-test suite); its numbers mean nothing.
+``--quick`` runs everything at a tiny size (for the test suite; about a minute
+and a half on the 2-core development machine, most of it building the 13
+graphs); its numbers mean nothing.
 """
 import argparse
 import gc
@@ -351,8 +352,9 @@ def step_times(args, batch, log, keep=()):
     if args.only:
         cfgs = [c for c in cfgs if c.key in args.only or c.key == 'none']
     log(f'building {len(cfgs)} graphs ({args.build_repeats} times each, interleaved)')
-    Built(cfgs[0], batch).close()              # one-time set-up costs of the process
-    cfgs[0].build_s.clear()
+    if not args.quick:                         # (--quick times nothing worth the extra build)
+        Built(cfgs[0], batch).close()          # one-time set-up costs of the process
+        cfgs[0].build_s.clear()
     built = {}
     for r in range(args.build_repeats):
         for cfg in cfgs:

@@ -18,6 +18,7 @@ GRAPPLER_OFF = {'COMHE_GRAPPLER': '0'}
 for _name, _value in GRAPPLER_OFF.items():
     os.environ.setdefault(_name, _value)
 ROOT = Path(__file__).resolve().parent.parent
+TRAIN_SITE = ROOT / 'tests' / 'train_site'   # see train_env()
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -98,7 +99,7 @@ def subprocess_env():
 def train_env():
     """subprocess_env() for a train.py (or other TensorFlow-only) process: without the
     optional imports it never uses (tests/train_site/sitecustomize.py)."""
-    return dict(subprocess_env(), PYTHONPATH=str(Path(__file__).resolve().parent / 'train_site'))
+    return dict(subprocess_env(), PYTHONPATH=str(TRAIN_SITE))
 
 
 def run_train(variant, *argv, cwd=None, timeout=300, env=(), **popen):

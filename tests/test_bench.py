@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import GRAPPLER_OFF, ONE_THREAD, ROOT
+from conftest import GRAPPLER_OFF, ONE_THREAD, ROOT, TRAIN_SITE
 
 CONFIGS = {('none', 'ours'), ('half_mhe', 'ours'), ('half_mhe', 'naive'), ('rp', 'ours'),
            ('rp', 'naive'), ('ap', 'ours'), ('ap', 'naive'), ('advp', 'ours'), ('advp', 'naive'),
@@ -28,7 +28,8 @@ def quick(tmp_path_factory):
                           '--json', str(folder / 'bench.json')],
                          cwd=folder, capture_output=True, text=True, timeout=600,
                          env={'TF_CPP_MIN_LOG_LEVEL': '2', 'CUDA_VISIBLE_DEVICES': '',
-                              'PATH': '/usr/bin:/bin', **ONE_THREAD, **GRAPPLER_OFF})
+                              'PATH': '/usr/bin:/bin', 'PYTHONPATH': str(TRAIN_SITE),
+                              **ONE_THREAD, **GRAPPLER_OFF})
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads((folder / 'bench.json').read_text()), folder
 

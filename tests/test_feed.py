@@ -13,7 +13,7 @@ import tensorflow.compat.v1 as tf
 
 from common import data, training
 from common.projections import PROJECTION_COLLECTION, learned_projection_term
-from conftest import GRAPPLER_OFF, ONE_THREAD, ROOT, entry_flags, load_entry_point
+from conftest import GRAPPLER_OFF, ONE_THREAD, ROOT, TRAIN_SITE, entry_flags, load_entry_point
 
 
 def random_set(n, shape=(32, 32, 3), seed=0):
@@ -172,7 +172,8 @@ def test_quick_feed_benchmark(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / 'bench' / 'feed.py'), '--quick', '--json',
                           str(tmp_path / 'feed.json')], cwd=tmp_path, capture_output=True, text=True,
                          timeout=600, env={'TF_CPP_MIN_LOG_LEVEL': '2', 'CUDA_VISIBLE_DEVICES': '',
-                                           'PATH': '/usr/bin:/bin', **ONE_THREAD, **GRAPPLER_OFF})
+                                           'PATH': '/usr/bin:/bin', 'PYTHONPATH': str(TRAIN_SITE),
+                                           **ONE_THREAD, **GRAPPLER_OFF})
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / 'feed.json').read_text())
     assert result['quick'] is True and result['machine']['cpu_count'] >= 1

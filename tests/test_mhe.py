@@ -27,9 +27,20 @@ def mhe():
     return load_entry_point('mhe')
 
 
+_INIT_VALUES = {}
+
+
 def init_values(module, *argv):
-    """Build the graph of ``mhe/train.py <argv>``; return (thom, thomf, layer terms, filters)."""
+    """Build the graph of ``mhe/train.py <argv>``; return (thom, thomf, layer terms, filters).
+    The same graph and seed give the same values, so each mode is built once."""
     flags = entry_flags(module, *ARGS, *argv)
+    key = (flags.model_name, flags.power_s)
+    if key not in _INIT_VALUES:
+        _INIT_VALUES[key] = _built_init_values(module, flags)
+    return _INIT_VALUES[key]
+
+
+def _built_init_values(module, flags):
     graph = tf.Graph()
     with graph.as_default():
         g = build_graph(flags, **module.energy_terms(flags))

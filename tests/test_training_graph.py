@@ -13,16 +13,33 @@ from conftest import VARIANTS, entry_flags, load_entry_point
 ARGS = ('--width', '0.125', '--batch_size', '8', '--pn', '2', '--pd', '5')
 
 
+_BUILT = {}
+
+
 def built(variant, *extra):
-    module = load_entry_point(variant)
-    flags = entry_flags(module, *ARGS, *extra)
-    graph = tf.Graph()
-    with graph.as_default():
-        g = build_graph(flags, module.comhe_term(flags))
-        init = tf.global_variables_initializer()
-    sess = tf.Session(graph=graph, config=session_config())
+    """The graph of ``<variant>/train.py ARGS extra`` and its session, its variables
+    (optimiser slots, averages and global step among them) just initialised. Each
+    graph is built once per module; a test that asks again gets it re-initialised."""
+    key = (variant, *extra)
+    if key not in _BUILT:
+        module = load_entry_point(variant)
+        flags = entry_flags(module, *ARGS, *extra)
+        graph = tf.Graph()
+        with graph.as_default():
+            g = build_graph(flags, module.comhe_term(flags))
+            init = tf.global_variables_initializer()
+        _BUILT[key] = flags, graph, g, tf.Session(graph=graph, config=session_config()), init
+    flags, graph, g, sess, init = _BUILT[key]
     sess.run(init)
     return flags, graph, g, sess
+
+
+@pytest.fixture(scope='module', autouse=True)
+def close_sessions():
+    yield
+    for *_, sess, _ in _BUILT.values():
+        sess.close()
+    _BUILT.clear()
 
 
 def batch(n=8, seed=0):
@@ -75,7 +92,6 @@ def test_logged_terms_at_init_equal_numpy(variant):
     assert len(per_layer) == 10
     np.testing.assert_allclose(thom, sum(per_layer), rtol=1e-4)
     np.testing.assert_allclose(thomf, 10 * reference.energy(layers['score'], '2'), rtol=1e-4)
-    sess.close()
 
 
 @pytest.mark.parametrize('variant', ['angle_projection', 'adversarial_projection'])
@@ -101,7 +117,6 @@ def test_the_training_op_takes_the_p_steps_then_the_main_step(variant):
     assert not np.allclose(W0, W1)                       # the main step trains W
     for a, b in zip(P_alone, P1):                        # the same P steps, from the same W
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
-    sess.close()
 
 
 @pytest.mark.parametrize('variant,lr', [('angle_projection', 0.01), ('adversarial_projection', 0.001)])
@@ -119,7 +134,6 @@ def test_p_steps_move_their_objective_the_right_way(variant, lr):
     if variant == 'adversarial_projection':
         energies = [-t for t in trace]
         assert np.all(np.diff(energies) > 0), energies
-    sess.close()
 
 
 @pytest.mark.parametrize('variant', ['angle_projection', 'adversarial_projection'])
@@ -141,7 +155,6 @@ def test_p_steps_are_iters_gradient_descent_steps_on_the_p_objective(variant):
     for a, b, start in zip(fused, sess.run(P_vars), P0):
         assert not np.allclose(a, start)
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4 * np.abs(b).max())
-    sess.close()
 
 
 def test_learning_rate_schedule_scales_with_max_iters():
@@ -193,7 +206,6 @@ def test_bn_test_statistics_are_the_release_averages_of_batch_moments(zero_debia
     avg_mean, avg_var = sess.run(sorted(averages, key=lambda v: v.op.name))
     want = np.maximum(gamma * (conv - avg_mean) / np.sqrt(avg_var + 1e-3) + beta, 0)
     np.testing.assert_allclose(out, want, rtol=1e-3, atol=1e-4)
-    sess.close()
 
 
 @pytest.mark.parametrize('value, optimised', [(None, True), ('1', True), ('0', False)])

@@ -252,6 +252,11 @@ def fit_checks(workdir, jit, out):
         out[f'fit/seed_advanced/{name}'] = np.array(not np.array_equal(
             numpy_of(regs[name].seed_generator.state), s0))
 
+    # The models after the first: on TensorFlow without XLA, Keras's own choice on a machine
+    # without a GPU (jit_compile='auto'). The first model covered XLA, and each further
+    # XLA compilation costs TensorFlow's CPU about 10 s here; JAX compiles in 2 to 7 s.
+    jit = jit and BACKEND != 'tensorflow'
+
     # A plain Keras model with only MHE and RP needs no wrapper.
     plain_in = keras.Input((8, 8, 1))
     init = NumpyNormal(1)

@@ -13,7 +13,8 @@ for _name, _value in ONE_THREAD.items():
     os.environ.setdefault(_name, _value)
 # Nor does TensorFlow optimise the graphs (common.training.session_config): each new
 # session call of a small CPU graph starts seconds sooner (an AdvP test run: 9-12 s
-# instead of 14-17 s). The end-to-end train.py tests (test_train_entry.py) run with it.
+# instead of 14-17 s). The end-to-end train.py runs (test_train_entry.py) and the one-call
+# P-step parity (test_feed.py) run with it, as a user's run does.
 GRAPPLER_OFF = {'COMHE_GRAPPLER': '0'}
 for _name, _value in GRAPPLER_OFF.items():
     os.environ.setdefault(_name, _value)

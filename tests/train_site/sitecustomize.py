@@ -5,9 +5,10 @@ scikit-learn and JAX when they are installed (the development requirements insta
 all three, for the digits experiment and the Keras tests). train.py uses none of
 them (common/ builds its layers from compat.v1 ops), and those imports are about
 3 s of the 7.5 s that `import tensorflow` takes on the idle 2-core development
-machine; make test starts some twenty such processes. Here they are absent, as if not installed (a None in
-sys.modules: `import` raises ImportError and importlib.util.find_spec returns None),
-which TensorFlow and Keras handle. A user's train.py imports them as usual.
+machine; make test starts some twenty such processes. Here they are absent, as if
+not installed (None in sys.modules: `import` raises ImportError and
+importlib.util.find_spec returns None), which TensorFlow and Keras handle. A user's
+train.py imports them as usual.
 """
 import sys
 

@@ -1,4 +1,4 @@
-"""Loaded by the train.py processes the tests start (their PYTHONPATH holds this folder).
+"""Loaded by the train.py and benchmark processes the tests start (on their PYTHONPATH).
 
 TensorFlow's import pulls in Keras, and Keras and TensorFlow Lite then import
 scikit-learn and JAX when they are installed (the development requirements install
@@ -7,7 +7,7 @@ them (common/ builds its layers from compat.v1 ops), and those imports are about
 3 s of the 7.5 s that `import tensorflow` takes on the idle 2-core development
 machine; make test starts some twenty such processes. Here they are absent, as if
 not installed (None in sys.modules: `import` raises ImportError and
-importlib.util.find_spec returns None), which TensorFlow and Keras handle. A user's
+importlib.util.find_spec returns None), which TensorFlow handles. A user's
 train.py imports them as usual.
 """
 import sys

@@ -62,7 +62,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from bench import legacy  # noqa: E402
 from bench.feed_report import markdown, targets, write  # noqa: E402
 from bench.gpu_kernels import ops_without_gpu_kernel  # noqa: E402
-from bench.step_time import MachineLoad, machine  # noqa: E402
+from bench.machine import MachineLoad, machine  # noqa: E402
 from common import config, data, training  # noqa: E402
 from common.projections import learned_projection_term  # noqa: E402
 

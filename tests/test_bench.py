@@ -75,12 +75,12 @@ def test_quick_benchmark_writes_its_json_and_naive_equals_ours(quick):
 
 
 def test_repeated_runs_aggregate_to_medians_with_their_range(quick):
-    from bench import step_time
+    from bench import step_report
     result, _ = quick
     slower = copy.deepcopy(result)
     for row in slower['step_time']['rows']:
         row['ratio'] *= 1.5
-    merged = step_time.aggregate([result, slower, result])
+    merged = step_report.aggregate([result, slower, result])
     rows = {(r['config'], r['impl']): r for r in merged['step_time']['rows']}
     original = {(r['config'], r['impl']): r for r in result['step_time']['rows']}
     rp = rows['rp', 'ours']
@@ -89,7 +89,7 @@ def test_repeated_runs_aggregate_to_medians_with_their_range(quick):
                                 1.5 * original['rp', 'ours']['ratio'],
                                 original['rp', 'ours']['ratio']]
     merged['total_s'] = 1.0
-    targets = step_time.targets(merged)
+    targets = step_report.targets(merged)
     assert all(t['met_in_runs'].endswith('of 3') for t in targets)
-    table = step_time.markdown({**merged, 'targets': targets})
+    table = step_report.markdown({**merged, 'targets': targets})
     assert '| met in runs |' in table and ' (' in table

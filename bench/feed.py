@@ -63,7 +63,8 @@ from bench import legacy  # noqa: E402
 from bench.feed_report import markdown, targets, write  # noqa: E402
 from bench.gpu_kernels import ops_without_gpu_kernel  # noqa: E402
 from bench.machine import MachineLoad, machine  # noqa: E402
-from common import config, data, training  # noqa: E402
+from common import config, training  # noqa: E402
+from common.pipeline import TrainBatchPrefetcher, TrainBatches  # noqa: E402
 from common.projections import learned_projection_term  # noqa: E402
 
 H100_STEP_MS = 4.56                       # CNN-9, batch 128, JAX on one H100 (not this code)
@@ -85,7 +86,7 @@ def _random_set(n, seed):
 
 # ---------------------------------------------------------------- 1, 2: the input pipeline
 
-PIPELINES = {'old': legacy.train_batches, 'new': data.TrainBatches}
+PIPELINES = {'old': legacy.train_batches, 'new': TrainBatches}
 
 
 def pipeline(args, images, labels, log):
@@ -100,7 +101,7 @@ def pipeline(args, images, labels, log):
             fn(it)
             times.append(time.perf_counter() - start)
         out[name] = {'function_ms': 1e3 * statistics.median(times), 'images_s': [], 'batches': 0}
-    prefetchers = {name: data.TrainBatchPrefetcher(images, labels, 345, args.batch, make_batches=make)
+    prefetchers = {name: TrainBatchPrefetcher(images, labels, 345, args.batch, make_batches=make)
                    for name, make in PIPELINES.items()}
     try:
         for name, p in prefetchers.items():

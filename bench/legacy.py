@@ -2,7 +2,7 @@
 (commit 81888a3), kept only so that bench/feed.py can measure them side by side
 with the current ones; training never uses this module.
 
-- Batches: ``common.data.train_batch`` (the definition, unchanged) for each
+- Batches: ``common.pipeline.train_batch`` (the definition, unchanged) for each
   iteration, in the same prefetcher thread: about 3.4 ms per batch of 128,
   the epoch's permutation recomputed for every batch.
 - The loop: ``Session.run`` with a feed dict, and for AP/AdvP two calls per
@@ -17,7 +17,7 @@ one, line for line, apart from where it gets its session and batches.
 import signal
 import sys
 
-from common import data, runlog, training
+from common import pipeline, runlog, training
 from common.training import LOG_EVERY, Progress, StopSignals, _append, _check_finite, _scalars
 
 OLD_TEST_BATCH = 100
@@ -25,13 +25,13 @@ OLD_TEST_BATCH = 100
 
 def train_batches(images, labels, seed, batch_size):
     """The prefetcher's batch maker of old: train_batch, one iteration at a time."""
-    return lambda iteration: data.train_batch(images, labels, seed, iteration, batch_size)
+    return lambda iteration: pipeline.train_batch(images, labels, seed, iteration, batch_size)
 
 
 def evaluate(calls, images, labels):
     sess, g = calls.sess, calls.g
     correct = 0.0
-    for x, y in data.test_batches(images, labels, OLD_TEST_BATCH):
+    for x, y in pipeline.test_batches(images, labels, OLD_TEST_BATCH):
         correct += len(y) * sess.run(g.acc, {g.images: x, g.labels: y, g.is_training: False})
     return correct / len(labels)
 
@@ -41,7 +41,7 @@ def loop(flags, g, calls, files, start, train_x, train_y, events, checkpoint, te
     progress = Progress(start, flags.max_iters, flags.batch_size)
     fetches = [g.fit, g.reg, g.thom, g.thomf, g.acc, g.train_op]
     last = flags.max_iters - 1
-    with data.TrainBatchPrefetcher(train_x, train_y, flags.random_seed, flags.batch_size,
+    with pipeline.TrainBatchPrefetcher(train_x, train_y, flags.random_seed, flags.batch_size,
                                    start_iter=start, make_batches=train_batches) as batches, \
             StopSignals() as stop:
         for it in range(start, flags.max_iters):

@@ -12,7 +12,7 @@ import tensorflow.compat.v1 as tf
 from bench import naive
 from bench.machine import MachineLoad
 from bench.step_configs import configs
-from common import data
+from common import data, pipeline
 from common.cifar_fixture import write_cifar100_archive
 from common.energy import hyperspherical_energy
 from common.projections import PROJECTION_COLLECTION
@@ -247,10 +247,10 @@ def end_to_end(args, graphs, log):
     results = {}
     for name, b in graphs.items():
         cfg = b.cfg
-        x, y = data.train_batch(train_x, train_y, cfg.flags.random_seed, 0, args.batch)
+        x, y = pipeline.train_batch(train_x, train_y, cfg.flags.random_seed, 0, args.batch)
         fixed = {b.g.images: x, b.g.labels: y, b.g.is_training: True, b.g.lr: LR}
         e2e, compute = [], []
-        with data.TrainBatchPrefetcher(train_x, train_y, cfg.flags.random_seed, args.batch) as batches, \
+        with pipeline.TrainBatchPrefetcher(train_x, train_y, cfg.flags.random_seed, args.batch) as batches, \
                 MachineLoad() as load:
             for r in range(args.e2e_rounds):
                 for _ in range(args.e2e_block):

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import config_pb2
 
-from common import data, runlog, runstate
+from common import data, pipeline, runlog, runstate
 from common.config import learning_rate, parse_md5_flag, scaled_widths
 from common.model import cnn9, comhe_first_term, comhe_score_term
 from common.projections import (LEARNED_COLLECTION, P_OBJECTIVE_COLLECTION, WEIGHT_DECAY,
@@ -170,7 +170,7 @@ def evaluate(calls, images, labels, batch_size=EVAL_BATCH):
     accuracy, but 100 session calls per pass, whose host time would be a
     noticeable share of a GPU's forward passes; 10 calls of 1,000 are not."""
     correct = 0.0
-    for x, y in data.test_batches(images, labels, batch_size):
+    for x, y in pipeline.test_batches(images, labels, batch_size):
         correct += len(y) * float(calls.accuracy(x, y, _FALSE)[0])
     return correct / len(labels)
 
@@ -324,7 +324,7 @@ def _loop(flags, g, calls, files, start, train_x, train_y, events, checkpoint, t
     checks the four losses and, every LOG_EVERY iterations, writes the log line."""
     progress = Progress(start, flags.max_iters, flags.batch_size)
     last = flags.max_iters - 1
-    with data.TrainBatchPrefetcher(train_x, train_y, flags.random_seed, flags.batch_size,
+    with pipeline.TrainBatchPrefetcher(train_x, train_y, flags.random_seed, flags.batch_size,
                                    start_iter=start) as batches, StopSignals() as stop:
         for it in range(start, flags.max_iters):
             x, y = next(batches)

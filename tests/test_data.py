@@ -1,4 +1,4 @@
-"""Tests of common/data.py on the fixture archive of common/cifar_fixture.py:
+"""Tests of common/data.py and common/pipeline.py on the fixture archive of common/cifar_fixture.py:
 finding, downloading (from file:// URLs and a closed loopback port only, never
 off the machine), verifying, extracting and loading CIFAR-100, the errors for
 every kind of bad data, the augmentation, the epoch order and the prefetcher."""
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from common import cifar_fixture as cf
-from common import data
+from common import data, pipeline
 from common.data import DataError
 
 
@@ -350,23 +350,23 @@ def test_fixture_classes_are_learnable(loaded):
 # ------------------------------------------------------------------ augmentation
 
 def test_symmetric_padding_repeats_the_edge():
-    assert data._source_index(6).tolist() == [3, 2, 1, 0, 0, 1, 2, 3, 4, 5, 5, 4, 3, 2]
+    assert pipeline._source_index(6).tolist() == [3, 2, 1, 0, 0, 1, 2, 3, 4, 5, 5, 4, 3, 2]
     cols = np.broadcast_to(np.arange(32, dtype=np.uint8)[None, None, :, None], (1, 32, 32, 1))
     z, e = np.zeros(1, int), np.full(1, 8)
     f, t = np.zeros(1, bool), np.ones(1, bool)
     left_edge = [3, 2, 1, 0] + list(range(28))
     right_edge = list(range(4, 32)) + [31, 30, 29, 28]
-    assert data.crop_flip(cols, z, z, f)[0, 0, :, 0].tolist() == left_edge
-    assert data.crop_flip(cols, z, e, f)[0, 0, :, 0].tolist() == right_edge
-    assert data.crop_flip(cols, z, z, t)[0, 0, :, 0].tolist() == left_edge[::-1]
+    assert pipeline.crop_flip(cols, z, z, f)[0, 0, :, 0].tolist() == left_edge
+    assert pipeline.crop_flip(cols, z, e, f)[0, 0, :, 0].tolist() == right_edge
+    assert pipeline.crop_flip(cols, z, z, t)[0, 0, :, 0].tolist() == left_edge[::-1]
     rows = cols.transpose(0, 2, 1, 3)
-    assert data.crop_flip(rows, e, z, t)[0, :, 0, 0].tolist() == right_edge  # flip is left-right only
+    assert pipeline.crop_flip(rows, e, z, t)[0, :, 0, 0].tolist() == right_edge  # flip is left-right only
 
 
 def test_augmented_images_are_windows_of_the_padded_image():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
-    out = data.augment_batch(images, np.random.default_rng(1))
+    out = pipeline.augment_batch(images, np.random.default_rng(1))
     assert out.shape == images.shape and out.dtype == np.uint8
     padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)), mode='symmetric')
     for i in range(len(images)):
@@ -382,7 +382,7 @@ def test_flip_and_offset_frequencies():
     image = np.stack([np.broadcast_to(ramp[None, :], (32, 32)),      # channel 0: column
                       np.broadcast_to(ramp[:, None], (32, 32)),      # channel 1: row
                       np.zeros((32, 32), np.uint8)], -1)
-    out = data.augment_batch(np.broadcast_to(image, (n, 32, 32, 3)).copy(),
+    out = pipeline.augment_batch(np.broadcast_to(image, (n, 32, 32, 3)).copy(),
                              np.random.default_rng(7)).astype(int)
     flipped = out[:, 0, 16, 0] < out[:, 0, 15, 0]
     # Binomial(n, 1/2): sd = 67; 5 sd bound.
@@ -406,32 +406,32 @@ def test_test_batches_are_in_order_and_untouched():
     images = rng.integers(0, 256, (250, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 100, 250).astype(np.int64)
     before = images.copy()
-    batches = list(data.test_batches(images, labels))
+    batches = list(pipeline.test_batches(images, labels))
     assert [len(x) for x, _ in batches] == [100, 100, 50]
     assert np.array_equal(np.concatenate([x for x, _ in batches]), before)
     assert np.array_equal(np.concatenate([y for _, y in batches]), labels)
     assert np.array_equal(images, before)
-    assert [len(x) for x, _ in data.test_batches(images[:200], labels[:200])] == [100, 100]
+    assert [len(x) for x, _ in pipeline.test_batches(images[:200], labels[:200])] == [100, 100]
 
 
 # ------------------------------------------------------------------ training order
 
 def test_batches_per_epoch():
-    assert data.batches_per_epoch(50000, 128) == 390
-    assert data.batches_per_epoch(500, 128) == 3
-    assert data.batches_per_epoch(512, 128) == 4
+    assert pipeline.batches_per_epoch(50000, 128) == 390
+    assert pipeline.batches_per_epoch(500, 128) == 3
+    assert pipeline.batches_per_epoch(512, 128) == 4
     with pytest.raises(ValueError, match='does not fit'):
-        data.batches_per_epoch(100, 128)
+        pipeline.batches_per_epoch(100, 128)
 
 
 def test_an_epoch_visits_each_kept_image_once(loaded):
     images, labels = loaded[0], loaded[1]
     n, bs = len(images), 128
-    per_epoch = data.batches_per_epoch(n, bs)
+    per_epoch = pipeline.batches_per_epoch(n, bs)
     ids = np.arange(n, dtype=np.int64)  # labels that name the image
     seen = []
     for epoch in range(2):
-        batch_ids = [data.train_batch(images, ids, 345, epoch * per_epoch + s, bs)[1]
+        batch_ids = [pipeline.train_batch(images, ids, 345, epoch * per_epoch + s, bs)[1]
                      for s in range(per_epoch)]
         visited = np.concatenate(batch_ids)
         assert len(visited) == per_epoch * bs == 384
@@ -441,8 +441,8 @@ def test_an_epoch_visits_each_kept_image_once(loaded):
     assert not np.array_equal(seen[0], seen[1])  # reshuffled
     assert set(seen[0].tolist()) != set(seen[1].tolist())  # other images left out
     # With the real labels, the same images come with their own labels.
-    x, y = data.train_batch(images, labels, 345, 4, bs)
-    x_ids, y_ids = data.train_batch(images, ids, 345, 4, bs)
+    x, y = pipeline.train_batch(images, labels, 345, 4, bs)
+    x_ids, y_ids = pipeline.train_batch(images, ids, 345, 4, bs)
     assert np.array_equal(x, x_ids) and np.array_equal(y, labels[y_ids])
     assert x.shape == (bs, 32, 32, 3) and x.dtype == np.uint8 and y.dtype == np.int64
     padded = np.pad(images[y_ids[0]], ((4, 4), (4, 4), (0, 0)), mode='symmetric')
@@ -457,9 +457,9 @@ def test_a_cifar_sized_epoch_is_390_batches_of_distinct_images():
     n = 50000
     images = np.broadcast_to(np.zeros((1, 32, 32, 3), np.uint8), (n, 32, 32, 3))
     ids = np.arange(n, dtype=np.int64)
-    per_epoch = data.batches_per_epoch(n, 128)
+    per_epoch = pipeline.batches_per_epoch(n, 128)
     assert per_epoch == 390
-    epochs = [np.concatenate([data.train_batch(images, ids, 345, e * per_epoch + s)[1]
+    epochs = [np.concatenate([pipeline.train_batch(images, ids, 345, e * per_epoch + s)[1]
                               for s in range(per_epoch)]) for e in range(2)]
     for visited in epochs:
         assert len(visited) == len(np.unique(visited)) == 390 * 128
@@ -469,16 +469,16 @@ def test_a_cifar_sized_epoch_is_390_batches_of_distinct_images():
 
 def test_batch_is_a_function_of_seed_and_iteration(loaded):
     images, labels = loaded[0], loaded[1]
-    a = data.train_batch(images, labels, 345, 10, 64)
-    b = data.train_batch(images, labels, 345, 10, 64)
+    a = pipeline.train_batch(images, labels, 345, 10, 64)
+    b = pipeline.train_batch(images, labels, 345, 10, 64)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-    assert not np.array_equal(a[0], data.train_batch(images, labels, 345, 11, 64)[0])
-    assert not np.array_equal(a[0], data.train_batch(images, labels, 346, 10, 64)[0])
+    assert not np.array_equal(a[0], pipeline.train_batch(images, labels, 345, 11, 64)[0])
+    assert not np.array_equal(a[0], pipeline.train_batch(images, labels, 346, 10, 64)[0])
     # Identical images: only the augmentation can differ, and it must, in every epoch.
     same = np.broadcast_to(images[:1], (256, 32, 32, 3))
-    x0 = data.train_batch(same, labels[:256], 345, 0, 128)[0]
+    x0 = pipeline.train_batch(same, labels[:256], 345, 0, 128)[0]
     for it in (1, 2, 3):
-        assert not np.array_equal(x0, data.train_batch(same, labels[:256], 345, it, 128)[0])
+        assert not np.array_equal(x0, pipeline.train_batch(same, labels[:256], 345, it, 128)[0])
 
 
 # ------------------------------------------------------------------ prefetcher
@@ -486,10 +486,10 @@ def test_batch_is_a_function_of_seed_and_iteration(loaded):
 @pytest.mark.parametrize('start', [0, 5])
 def test_prefetcher_yields_the_same_batches(loaded, start):
     images, labels = loaded[0], loaded[1]
-    with data.TrainBatchPrefetcher(images, labels, 345, 100, start_iter=start) as batches:
+    with pipeline.TrainBatchPrefetcher(images, labels, 345, 100, start_iter=start) as batches:
         for it in range(start, start + 12):  # crosses epoch boundaries (5 batches per epoch)
             x, y = next(batches)
-            ex, ey = data.train_batch(images, labels, 345, it, 100)
+            ex, ey = pipeline.train_batch(images, labels, 345, it, 100)
             assert np.array_equal(x, ex) and np.array_equal(y, ey)
     assert not batches._thread.is_alive()
     with pytest.raises(StopIteration):
@@ -497,7 +497,7 @@ def test_prefetcher_yields_the_same_batches(loaded, start):
 
 
 def test_prefetcher_close_joins_a_blocked_thread(loaded):
-    p = data.TrainBatchPrefetcher(loaded[0], loaded[1], 1, 32, depth=2)
+    p = pipeline.TrainBatchPrefetcher(loaded[0], loaded[1], 1, 32, depth=2)
     next(p)
     p.close()  # the thread was blocked on the full queue
     assert not p._thread.is_alive()
@@ -510,13 +510,13 @@ def test_prefetcher_propagates_exceptions(loaded):
     short_labels = np.arange(400, dtype=np.int64)  # indices 400..499 do not exist
     got = 0
     with pytest.raises(IndexError):
-        with data.TrainBatchPrefetcher(images, short_labels, 345, 64) as batches:
+        with pipeline.TrainBatchPrefetcher(images, short_labels, 345, 64) as batches:
             for it in range(100):
                 x, _ = next(batches)
-                assert np.array_equal(x, data.train_batch(images, np.arange(500), 345, it, 64)[0])
+                assert np.array_equal(x, pipeline.train_batch(images, np.arange(500), 345, it, 64)[0])
                 got += 1
     assert got < 10
-    with data.TrainBatchPrefetcher(images, loaded[1], 345, 1000) as batches:
+    with pipeline.TrainBatchPrefetcher(images, loaded[1], 345, 1000) as batches:
         with pytest.raises(ValueError, match='does not fit'):
             next(batches)
         assert not batches._thread.is_alive()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from common import data, training
+from common import pipeline, training
 from common.projections import PROJECTION_COLLECTION, learned_projection_term
 from conftest import GRAPPLER_OFF, ONE_THREAD, ROOT, TRAIN_SITE, entry_flags, load_entry_point
 
@@ -28,26 +28,26 @@ def random_set(n, shape=(32, 32, 3), seed=0):
                                                      (40, 3, (12, 20, 1), 1)])
 def test_train_batches_are_train_batch_bit_for_bit(n, batch_size, shape, seed):
     images, labels = random_set(n, shape, seed)
-    batches = data.TrainBatches(images, labels, seed, batch_size)
-    per_epoch = data.batches_per_epoch(n, batch_size)
+    batches = pipeline.TrainBatches(images, labels, seed, batch_size)
+    per_epoch = pipeline.batches_per_epoch(n, batch_size)
     for it in [*range(2 * per_epoch + 2), 7 * per_epoch + 1, 3]:   # epochs in and out of order
         x, y = batches(it)
-        want_x, want_y = data.train_batch(images, labels, seed, it, batch_size)
+        want_x, want_y = pipeline.train_batch(images, labels, seed, it, batch_size)
         assert x.shape == want_x.shape and x.dtype == np.uint8 and x.flags.c_contiguous
         np.testing.assert_array_equal(x, want_x)
         np.testing.assert_array_equal(y, want_y)
     # Flipped and unflipped images both occur (the test covers both paths).
-    flips = data.augment_draws(np.random.default_rng([seed, 1, 0]), batch_size)[2]
+    flips = pipeline.augment_draws(np.random.default_rng([seed, 1, 0]), batch_size)[2]
     assert 0 < flips.sum() < batch_size or batch_size < 8
 
 
 def test_train_batches_make_each_epoch_permutation_once(monkeypatch):
     images, labels = random_set(100)
     made = []
-    permutation = data.epoch_permutation
-    monkeypatch.setattr(data, 'epoch_permutation',
+    permutation = pipeline.epoch_permutation
+    monkeypatch.setattr(pipeline, 'epoch_permutation',
                         lambda n, seed, epoch: made.append(epoch) or permutation(n, seed, epoch))
-    batches = data.TrainBatches(images, labels, 345, 10)
+    batches = pipeline.TrainBatches(images, labels, 345, 10)
     for it in range(25):
         batches(it)
     assert made == [0, 1, 2]
@@ -55,7 +55,7 @@ def test_train_batches_make_each_epoch_permutation_once(monkeypatch):
 
 def test_train_batches_need_a_batch_that_fits():
     with pytest.raises(ValueError, match='does not fit'):
-        data.TrainBatches(*random_set(10), 345, 11)
+        pipeline.TrainBatches(*random_set(10), 345, 11)
 
 
 # ------------------------------------------------------------------ one session call
@@ -143,7 +143,7 @@ def test_evaluation_in_calls_of_1000_gives_the_accuracy_of_batches_of_100():
     sess.run(init)
     images, labels = random_set(2500, seed=5)
     logits = np.concatenate([sess.run(g.model.logits, {g.images: x, g.is_training: False})
-                             for x, _ in data.test_batches(images, labels, 100)])
+                             for x, _ in pipeline.test_batches(images, labels, 100)])
     # Half the labels are the network's own answers, so the accuracy is about 1/2.
     labels[:1250] = logits[:1250].argmax(1)
     calls = training.SessionCalls(sess, g)

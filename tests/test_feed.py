@@ -195,10 +195,10 @@ def test_quick_feed_benchmark(tmp_path):
 
 @pytest.mark.parametrize('key', ['rp', 'ap', 'half_mhe'])
 def test_every_op_of_the_training_graph_has_a_gpu_kernel(key):
-    from bench import feed
+    from bench import feed, feed_measure
     args = feed.parse(['--quick'])
     args.kernel_variants = [key]
-    result = feed.gpu_kernels(args, lambda message: None)[key]
+    result = feed_measure.gpu_kernels(args, lambda message: None)[key]
     assert result['ops_checked'] > 1000 and result['op_types_without_gpu_kernel'] == {}
 
 

@@ -5,18 +5,16 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-# One TensorFlow thread per pool, in this process and the train.py processes it starts:
-# make test runs two workers on two cores, and TensorFlow's spinning pools of two
-# threads each then only get in each other's way (10 % slower, measured).
-ONE_THREAD = {'TF_NUM_INTRAOP_THREADS': '1', 'TF_NUM_INTEROP_THREADS': '1'}
-for _name, _value in ONE_THREAD.items():
-    os.environ.setdefault(_name, _value)
-# Nor does TensorFlow optimise the graphs (common.training.session_config): each new
-# session call of a small CPU graph starts seconds sooner (an AdvP test run: 9-12 s
-# instead of 14-17 s). The end-to-end train.py runs (test_train_entry.py) and the one-call
-# P-step parity (test_feed.py) run with it, as a user's run does.
-GRAPPLER_OFF = {'COMHE_GRAPPLER': '0'}
-for _name, _value in GRAPPLER_OFF.items():
+# TensorFlow in this process and the processes it starts:
+# - one thread per pool: make test runs two workers on two cores, and TensorFlow's
+#   spinning pools of two threads each then only get in each other's way (10 % slower,
+#   measured);
+# - no graph optimisation (common.training.session_config): each new session call of a
+#   small CPU graph starts seconds sooner (an AdvP test run: 9-12 s instead of 14-17 s).
+#   The end-to-end train.py runs (test_train_entry.py) and the one-call P-step parity
+#   (test_feed.py) run with it, as a user's run does.
+TEST_TF_ENV = {'TF_NUM_INTRAOP_THREADS': '1', 'TF_NUM_INTEROP_THREADS': '1', 'COMHE_GRAPPLER': '0'}
+for _name, _value in TEST_TF_ENV.items():
     os.environ.setdefault(_name, _value)
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SITE = ROOT / 'tests' / 'train_site'   # see train_env()
@@ -101,6 +99,13 @@ def train_env():
     """subprocess_env() for a train.py (or other TensorFlow-only) process: without the
     optional imports it never uses (tests/train_site/sitecustomize.py)."""
     return dict(subprocess_env(), PYTHONPATH=str(TRAIN_SITE))
+
+
+def bench_env():
+    """The whole environment of a benchmark subprocess (bench/*.py --quick): quiet, on the
+    CPU, the tests' TensorFlow settings, without the optional imports."""
+    return {'TF_CPP_MIN_LOG_LEVEL': '2', 'CUDA_VISIBLE_DEVICES': '', 'PATH': '/usr/bin:/bin',
+            'PYTHONPATH': str(TRAIN_SITE), **TEST_TF_ENV}
 
 
 def run_train(variant, *argv, cwd=None, timeout=300, env=(), **popen):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import GRAPPLER_OFF, ONE_THREAD, ROOT, TRAIN_SITE
+from conftest import ROOT, bench_env
 
 CONFIGS = {('none', 'ours'), ('half_mhe', 'ours'), ('half_mhe', 'naive'), ('rp', 'ours'),
            ('rp', 'naive'), ('ap', 'ours'), ('ap', 'naive'), ('advp', 'ours'), ('advp', 'naive'),
@@ -26,10 +26,7 @@ def quick(tmp_path_factory):
     folder = tmp_path_factory.mktemp('bench')
     out = subprocess.run([sys.executable, str(ROOT / 'bench' / 'step_time.py'), '--quick',
                           '--json', str(folder / 'bench.json')],
-                         cwd=folder, capture_output=True, text=True, timeout=600,
-                         env={'TF_CPP_MIN_LOG_LEVEL': '2', 'CUDA_VISIBLE_DEVICES': '',
-                              'PATH': '/usr/bin:/bin', 'PYTHONPATH': str(TRAIN_SITE),
-                              **ONE_THREAD, **GRAPPLER_OFF})
+                         cwd=folder, capture_output=True, text=True, timeout=600, env=bench_env())
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads((folder / 'bench.json').read_text()), folder
 

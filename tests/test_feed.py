@@ -13,7 +13,7 @@ import tensorflow.compat.v1 as tf
 
 from common import pipeline, training
 from common.projections import PROJECTION_COLLECTION, learned_projection_term
-from conftest import GRAPPLER_OFF, ONE_THREAD, ROOT, TRAIN_SITE, entry_flags, load_entry_point
+from conftest import ROOT, bench_env, entry_flags, load_entry_point
 
 
 def random_set(n, shape=(32, 32, 3), seed=0):
@@ -171,9 +171,7 @@ def test_training_refuses_images_that_are_not_uint8(tmp_path):
 def test_quick_feed_benchmark(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / 'bench' / 'feed.py'), '--quick', '--json',
                           str(tmp_path / 'feed.json')], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=600, env={'TF_CPP_MIN_LOG_LEVEL': '2', 'CUDA_VISIBLE_DEVICES': '',
-                                           'PATH': '/usr/bin:/bin', 'PYTHONPATH': str(TRAIN_SITE),
-                                           **ONE_THREAD, **GRAPPLER_OFF})
+                         timeout=600, env=bench_env())
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / 'feed.json').read_text())
     assert result['quick'] is True and result['machine']['cpu_count'] >= 1

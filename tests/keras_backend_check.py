@@ -150,7 +150,7 @@ def small_model():
         conv1=comhe.MHE(1.0, '2', half_space=True),
         conv2=comhe.RandomProjection(pd=5, pn=3, seed=11),
         conv3=comhe.AngleProjection(pd=4, iters=1, seed=12),
-        dense1=comhe.AdversarialProjection(pd=4, iters=3, seed=13),
+        dense1=comhe.AdversarialProjection(pd=8, iters=3, seed=13),
         dense2=comhe.RandomProjection(pd=5, pnd=4, weight=0.5, seed=14),
         score=comhe.MHE(10.0, '2'),
     )
@@ -159,7 +159,9 @@ def small_model():
     for i, n in enumerate((6, 8, 8), start=1):
         x = keras.layers.Conv2D(n, 3, padding='same', use_bias=False, activation='relu', name=f'conv{i}',
                                 kernel_initializer=init, kernel_regularizer=regs[f'conv{i}'])(x)
-    x = keras.layers.Flatten()(x)
+    # Pooled to 2 x 2 x 8: dense1's P steps then sum over 32 inputs, short enough for the
+    # float32 bound of test_fit_takes_p_steps... to see a step off by a relative 1e-3.
+    x = keras.layers.Flatten()(keras.layers.AveragePooling2D(4)(x))
     for name in ('dense1', 'dense2'):
         x = keras.layers.Dense(12, activation='relu', name=name, kernel_initializer=init,
                                bias_initializer='zeros', kernel_regularizer=regs[name])(x)
@@ -228,6 +230,9 @@ def fit_checks(workdir, jit, out):
     model = comhe.CoMHEModel(inner)
     compile_model(model, jit)
     learned = {'conv3': regs['conv3'], 'dense1': regs['dense1']}
+    # The same P on every backend (each backend's RandomNormal draws other numbers).
+    for reg in learned.values():
+        reg.projection.assign(np.random.default_rng(reg.seed).normal(size=reg.projection.shape).astype('float32'))
     seeds0 = {name: numpy_of(regs[name].seed_generator.state) for name in ('conv2', 'dense2')}
     # Each RP's first draw, from a generator of the same seed.
     arrays = {'x': x, 'y': y}
@@ -236,6 +241,15 @@ def fit_checks(workdir, jit, out):
         T = projections.num_projections(n, reg.pn, reg.pnd)
         arrays['draws/' + name] = first_draw((T, reg.pd, d), reg.get_config()['seed'], jit)
     out.update(run(lambda a: expected_first_step(inner, regs, learned, a), arrays))
+    # What step 0 starts from, for the test's float64 computation of the same step.
+    out.update({'fit/x': x, 'fit/y': y})
+    for name in ('conv2', 'dense2'):
+        out['fit/draws/' + name] = arrays['draws/' + name]
+    for name, reg in learned.items():
+        out['fit/P0/' + name] = numpy_of(reg.projection)
+    for layer in inner.layers:
+        for variable in layer.weights:
+            out[f'fit/weights/{layer.name}/{variable.name}'] = numpy_of(variable)
 
     history = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
     out['fit/loss0'] = np.array(history.history['loss'])

@@ -1,10 +1,12 @@
 """keras_comhe (the Keras 3 API) on the TensorFlow, JAX and PyTorch backends:
 the same values and gradients as the graph code of common/energy.py and
-common/projections.py on the same W, P and draws (1e-5 relative, float32),
-finite at equal, opposite and zero neurons, and model.fit / save / load with
-every regulariser. Each backend runs tests/keras_backend_check.py in its own
-process (Keras picks one backend per process); this process computes the
-graph code's values."""
+common/projections.py on the same W, P and draws, finite at equal, opposite and
+zero neurons, and model.fit / save / load with every regulariser. Each backend
+runs tests/keras_backend_check.py in its own process (Keras picks one backend
+per process); this process computes the graph code's values in float32 and
+float64. Each float32 side (the backend's, the graph code's, fit's step) is
+checked against the float64 values within the bound of tests/float32_bound.py,
+which holds on any CPU, rather than one float32 side against the other."""
 import importlib.util
 import subprocess
 import sys
@@ -13,13 +15,13 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+import float32_bound
 from common import projections as proj
 from common.energy import POWERS, hyperspherical_energy
 from conftest import ROOT, subprocess_env
 from test_energy import edge_cases
 
 BACKENDS = ('tensorflow', 'jax', 'torch')
-RTOL = 1e-5
 LR, ITERS = 0.1, 3
 LEARNED = {'angle': proj.angle_projection_term, 'adversarial': proj.adversarial_projection_term}
 
@@ -38,12 +40,23 @@ def make_inputs():
     return inputs
 
 
-def graph_reference(inputs):
-    """The graph code's values and gradients on the inputs (and the RP draws it makes)."""
-    ref = {}
+# Each value's float32 rounding stages (tests/float32_bound.py); a gradient doubles them.
+DEPTH = {'energy': 4, 'batched': 4, 'rp': 5, 'objective': 6, 'term': 14, 'descend': 10 * ITERS}
+LONGEST_SUM = 20   # of the parity inputs: B's 2 x 10 neurons in the half space
+
+
+def depth(key):
+    parts = key.split('/')
+    kind = parts[0] if parts[0] in DEPTH else next((p for p in parts if p in DEPTH), 'term')
+    return DEPTH[kind] * (2 if 'grad' in parts[-1] else 1)
+
+
+def graph_values(inputs, dtype):
+    """The graph code's values and gradients on the inputs, in ``dtype``. In float32 RP
+    draws its own projections (returned as 'draws'); in float64 it takes ``inputs['draws']``."""
+    fetch = {}
     with tf.Graph().as_default(), tf.Session() as sess:
-        W, B, Wl, P = (tf.constant(inputs[k]) for k in ('W', 'B', 'Wl', 'P'))
-        fetch = {}
+        W, B, Wl, P, upstream = (tf.constant(np.asarray(inputs[k], dtype)) for k in ('W', 'B', 'Wl', 'P', 'upstream'))
         for power in POWERS:
             for half in (False, True):
                 e = hyperspherical_energy(W, power, half)
@@ -51,12 +64,15 @@ def graph_reference(inputs):
                 fetch[f'energy/{power}/{int(half)}/grad'] = tf.gradients(e, W)[0]
                 eb = hyperspherical_energy(B, power, half)
                 fetch[f'batched/{power}/{int(half)}'] = eb
-                fetch[f'batched/{power}/{int(half)}/grad'] = tf.gradients(
-                    tf.reduce_sum(inputs['upstream'] * eb), B)[0]
-        step = tf.constant(11, tf.int64)
-        rp = proj.random_projection_term(Wl, pd=4, num_proj=3, seed=345, step=step, layer_index=1)
-        fetch.update({'rp': rp, 'rp/grad': tf.gradients(rp, Wl)[0],
-                      'draws': proj.random_projection_draws(12, 4, 3, 345, step, 1)})
+                fetch[f'batched/{power}/{int(half)}/grad'] = tf.gradients(tf.reduce_sum(upstream * eb), B)[0]
+        if dtype == np.float32:
+            step = tf.constant(11, tf.int64)
+            rp = proj.random_projection_term(Wl, pd=4, num_proj=3, seed=345, step=step, layer_index=1)
+            fetch['draws'] = proj.random_projection_draws(12, 4, 3, 345, step, 1)
+        else:   # the term's formula on the float32 run's draws
+            rp = tf.reduce_mean(hyperspherical_energy(
+                tf.einsum('tpd,dn->tpn', tf.constant(np.asarray(inputs['draws'], dtype)), Wl), '2', True))
+        fetch.update({'rp': rp, 'rp/grad': tf.gradients(rp, Wl)[0]})
         for variant, term_fn in LEARNED.items():
             term, objective = term_fn(Wl, P, LR)
             fetch[variant] = term
@@ -70,25 +86,27 @@ def graph_reference(inputs):
             for form in ('direct', 'gram'):
                 fetch[f'{variant}/descend/{form}'] = proj.descend_projection(
                     P, Wl, objective_of, LR, ITERS, form)
-        ref.update(sess.run(fetch))
-    return ref
+        return sess.run(fetch)
 
 
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
+    """(the graph code's float32 values, their float64 values, s of each, the folder)."""
     folder = tmp_path_factory.mktemp('keras_comhe')
     inputs = make_inputs()
-    ref = graph_reference(inputs)
-    inputs['draws'] = ref['draws']
+    graph32 = graph_values(inputs, np.float32)
+    inputs['draws'] = graph32['draws']
     np.savez(folder / 'inputs.npz', **inputs)
-    return ref, folder
+    parity_inputs = {k: inputs[k] for k in ('W', 'B', 'Wl', 'P', 'upstream', 'draws')}
+    exact, s = float32_bound.sensitivity(lambda x: graph_values(x, np.float64), parity_inputs)
+    return graph32, exact, s, folder
 
 
 @pytest.fixture(scope='module')
 def backend_runs(reference):
     """One keras_backend_check.py process per installed backend, all started at once."""
-    ref, folder = reference
     runs = {}
+    folder = reference[-1]
     for name in BACKENDS:
         if importlib.util.find_spec(name) is None:
             continue
@@ -106,56 +124,50 @@ def backend_runs(reference):
 
 @pytest.fixture(scope='module', params=BACKENDS)
 def backend(request, reference, backend_runs):
-    """(results of keras_backend_check.py on one backend, the graph code's values)."""
+    """(results of keras_backend_check.py on one backend, the reference fixture)."""
     name = request.param
     if name not in backend_runs:
         pytest.skip(f'{name} is not installed (pip install -r requirements-dev.txt installs it)')
     _, stderr = backend_runs[name].communicate(timeout=600)
     assert backend_runs[name].returncode == 0, stderr[-4000:]
-    got = dict(np.load(reference[1] / f'{name}.npz'))
+    got = dict(np.load(reference[-1] / f'{name}.npz'))
     assert str(got['backend']) == name
-    return got, reference[0]
+    return got, reference
 
 
-def close(got, want, what):
-    """Values to RTOL relative; arrays (gradients, P) to RTOL relative to their largest entry."""
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape, what
-    atol = 0.0 if want.ndim == 0 else RTOL * np.abs(want).max()
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=atol, err_msg=what)
+def equal_the_exact_value(backend, key):
+    """The backend's float32 value of ``key`` and the graph code's are each within the
+    float32 bound of the graph code's float64 value (tests/float32_bound.py)."""
+    got, (graph32, exact, s, _) = backend
+    tol = float32_bound.tolerance(exact[key], s[key], LONGEST_SUM, depth(key))
+    for side, value in ((str(got['backend']), got[key]), ('graph code', graph32[key])):
+        float32_bound.assert_within(value, exact[key], tol, f'{key} ({side}, float32)')
 
 
 @pytest.mark.parametrize('half', [0, 1])
 @pytest.mark.parametrize('power', POWERS)
 def test_energies_and_gradients_equal_the_graph_code(backend, power, half):
-    got, ref = backend
     # Batched [T, d, N]: power '2' and 'a2' (the code that the other four kernels share).
     for key in (f'energy/{power}/{half}',) + ((f'batched/{power}/{half}',) if power in ('2', 'a2') else ()):
-        close(got[key], ref[key], key)
-        close(got[key + '/grad'], ref[key + '/grad'], key + '/grad')
+        equal_the_exact_value(backend, key)
+        equal_the_exact_value(backend, key + '/grad')
 
 
 def test_rp_term_equals_the_graph_code_on_its_draws(backend):
-    got, ref = backend
-    close(got['rp'], ref['rp'], 'rp')
-    close(got['rp/grad'], ref['rp/grad'], 'rp/grad')
+    equal_the_exact_value(backend, 'rp')
+    equal_the_exact_value(backend, 'rp/grad')
 
 
 @pytest.mark.parametrize('variant', list(LEARNED))
 def test_learned_terms_and_p_steps_equal_the_graph_code(backend, variant):
-    got, ref = backend
-    close(got[variant], ref[variant], variant)
-    close(got[variant + '/grad_w'], ref[variant + '/grad_w'], 'd term / dW (through the look-ahead)')
-    close(got[variant + '/grad_p'], ref[variant + '/grad_p'], 'd term / dP')
-    close(got[variant + '/objective'], ref[variant + '/objective'], 'P objective')
-    for form in ('direct', 'gram'):
-        close(got[f'{variant}/descend/{form}'], ref[f'{variant}/descend/{form}'], f'{ITERS} P steps, {form}')
+    # The term (through its look-ahead), its gradients in W and P, P's objective, ITERS P steps.
+    for suffix in ('', '/grad_w', '/grad_p', '/objective', '/descend/direct', '/descend/gram'):
+        equal_the_exact_value(backend, variant + suffix)
 
 
 def test_ap_with_the_decay_in_its_lookahead_equals_the_graph_code(backend):
-    got, ref = backend
     for key in ('angle/decay', 'angle/decay/grad_w', 'angle/decay/grad_p'):
-        close(got[key], ref[key], key)
+        equal_the_exact_value(backend, key)
 
 
 @pytest.mark.parametrize('case', sorted(edge_cases()))
@@ -165,18 +177,81 @@ def test_edge_cases_give_finite_values_and_gradients(backend, case):
     assert flags.size == len(POWERS) * 2 + 5 and flags.all(), flags
 
 
+FIT_LR0 = 0.05                       # the learning rate of fit's step 0 (keras_backend_check.py)
+FIT_LEARNED = {'conv3': ('angle', 1), 'dense1': ('adversarial', 3)}   # layer: (variant, iters)
+
+
+def conv_same(x, kernel):
+    """A stride-1 'same' convolution (Keras's Conv2D, no bias) in NumPy."""
+    h, w = x.shape[1:3]
+    kh, kw = kernel.shape[:2]
+    padded = np.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    return sum(np.einsum('bhwc,co->bhwo', padded[:, i:i + h, j:j + w], kernel[i, j])
+               for i in range(kh) for j in range(kw))
+
+
+def exact_first_step(a):
+    """In float64, what fit's step 0 computes on keras_backend_check.py's small model from
+    the same weights, batch, RP draws and P: P after each learned layer's P steps
+    (its 'step' from P0) and the loss, cross-entropy plus every term."""
+    weight = lambda layer, kind='kernel': a[f'fit/weights/{layer}/{kind}']   # noqa: E731
+    h = a['fit/x']
+    for layer in ('conv1', 'conv2', 'conv3'):
+        h = np.maximum(conv_same(h, weight(layer)), 0.0)
+    b, height, width, c = h.shape   # AveragePooling2D(4), then Flatten
+    h = h.reshape(b, height // 4, 4, width // 4, 4, c).mean(axis=(2, 4)).reshape(b, -1)
+    for layer in ('dense1', 'dense2'):
+        h = np.maximum(h @ weight(layer) + weight(layer, 'bias'), 0.0)
+    logits = h @ weight('score') + weight('score', 'bias')
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    cross_entropy = -log_softmax[np.arange(len(h)), a['fit/y'].astype(int)].mean()
+    with tf.Graph().as_default(), tf.Session() as sess:
+        W = {layer: tf.constant(weight(layer).reshape(-1, weight(layer).shape[-1]))
+             for layer in ('conv1', 'conv2', 'conv3', 'dense1', 'dense2', 'score')}
+
+        def rp(layer):
+            draws = tf.constant(a['fit/draws/' + layer])
+            return tf.reduce_mean(hyperspherical_energy(tf.einsum('tpd,dn->tpn', draws, W[layer]), '2', True))
+        P1, terms = {}, [hyperspherical_energy(W['conv1'], '2', True), rp('conv2'), 0.5 * rp('dense2'),
+                         10.0 * hyperspherical_energy(W['score'], '2')]
+        for layer, (variant, iters) in FIT_LEARNED.items():
+            P1[layer] = proj.descend_projection(tf.constant(a['fit/P0/' + layer]), W[layer],
+                                                proj.LEARNED_VARIANTS[variant][1](W[layer]), FIT_LR0, iters)
+            terms.append(LEARNED[variant](W[layer], P1[layer], FIT_LR0)[0])
+        out = sess.run({'terms': tf.add_n(terms), **{'step/' + k: P1[k] for k in P1}})
+    for layer in FIT_LEARNED:
+        out['step/' + layer] = out['step/' + layer] - a['fit/P0/' + layer]
+    out['loss0'] = cross_entropy + out.pop('terms')
+    return out
+
+
 def test_fit_takes_p_steps_and_the_first_loss_is_the_reproductions(backend):
     got, _ = backend
-    # Step 0: the P steps ran on the weights before it, at its learning rate
-    # (0.05), and the loss is cross-entropy plus every term at those weights.
-    for name in ('conv3', 'dense1'):
-        close(got[f'fit/P1/{name}'], got[f'fit/P1_expected/{name}'], f'{name}: P after step 0')
-        assert float(got[f'fit/lr1/{name}']) == pytest.approx(0.05)
+    # Step 0: the P steps ran on the weights before it, at its learning rate (0.05), and
+    # the loss is cross-entropy plus every term at those weights. fit's float32 values, and
+    # the same computed apart in Keras, each within the float32 bound of the float64 values.
+    start = {k: v for k, v in got.items() if k.startswith(('fit/x', 'fit/y', 'fit/weights/', 'fit/draws/',
+                                                          'fit/P0/'))}
+    exact, s = float32_bound.sensitivity(exact_first_step, start)
+    for name, (variant, iters) in FIT_LEARNED.items():
+        P0 = got['fit/P0/' + name].astype(np.float64)
+        # P itself is rounded after each of its steps; the sums inside run over d = P's width.
+        largest_P = max(np.abs(P0).max(), np.abs(P0 + exact['step/' + name]).max())
+        tol = float32_bound.tolerance(exact['step/' + name], s['step/' + name], P0.shape[1], 10 * iters,
+                                      rounding=iters * float32_bound.U * largest_P)
+        for key in ('fit/P1/', 'fit/P1_expected/'):
+            float32_bound.assert_within(got[key + name] - P0, exact['step/' + name], tol,
+                                        f'{name}: {variant} P step in step 0 ({key})')
+        assert float(got[f'fit/lr1/{name}']) == pytest.approx(FIT_LR0)
         assert got[f'fit/P_changed_later/{name}']
         assert float(got[f'fit/lr_later/{name}']) == pytest.approx(0.02)   # the schedule's next value
     loss0 = got['fit/loss0']
     assert loss0.shape == (1,)
-    np.testing.assert_allclose(loss0[0], got['fit/loss0_expected'], rtol=1e-4)
+    # The longest sum: conv3's 72 inputs. Six layers, the softmax and the terms (AP/AdvP: 14).
+    tol = float32_bound.tolerance(exact['loss0'], s['loss0'], 72, 24)
+    for value, what in ((loss0[0], 'fit'), (got['fit/loss0_expected'], 'computed apart')):
+        float32_bound.assert_within(value, exact['loss0'], tol, f'loss of step 0 ({what})')
     later = got['fit/losses_later']
     assert later.shape == (2,) and np.isfinite(later).all()
     assert got['fit/seed_advanced/conv2'] and got['fit/seed_advanced/dense2']

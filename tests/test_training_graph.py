@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+import float32_bound
 import reference
 from common import config
-from common.projections import PROJECTION_COLLECTION, random_projection_draws
+from common.projections import (LEARNED_COLLECTION, LEARNED_VARIANTS, PROJECTION_COLLECTION,
+                                descend_projection, random_projection_draws)
 from common.training import build_graph, session_config
 from conftest import VARIANTS, entry_flags, load_entry_point
 
@@ -136,15 +138,26 @@ def test_p_steps_move_their_objective_the_right_way(variant, lr):
         assert np.all(np.diff(energies) > 0), energies
 
 
+def exact_p_steps(variant, P0, W, lr, iters):
+    """``iters`` P steps of one layer in float64 (the graph code's direct form)."""
+    with tf.Graph().as_default(), tf.Session() as sess:
+        W = tf.constant(W, tf.float64)
+        objective_of = LEARNED_VARIANTS[variant][1](W)
+        return {'step': sess.run(descend_projection(tf.constant(P0), W, objective_of, lr, iters, 'direct')) - P0}
+
+
 @pytest.mark.parametrize('variant', ['angle_projection', 'adversarial_projection'])
 def test_p_steps_are_iters_gradient_descent_steps_on_the_p_objective(variant):
-    # The one-op P steps (Gram form for AdvP) against `iters` optimiser steps
-    # on the logged P objective of the whole network.
+    # The one-op P steps (Gram form for AdvP) and `iters` optimiser steps on the logged
+    # P objective of the whole network: each within the float32 bound of the same steps
+    # in float64 (tests/float32_bound.py).
     flags, graph, g, sess = built(variant, '--iters', '3')
     P_vars = graph.get_collection(PROJECTION_COLLECTION)
+    learned = graph.get_collection(LEARNED_COLLECTION)
+    assert [p.P for p in learned] == P_vars
     with graph.as_default():
         one_step = tf.train.GradientDescentOptimizer(g.lr).minimize(g.p_objective, var_list=P_vars)
-    P0 = sess.run(P_vars)
+    P0, Ws = sess.run(P_vars), sess.run([p.W for p in learned])
     sess.run(g.p_steps, {g.lr: 0.1})
     fused = sess.run(P_vars)
     with graph.as_default():
@@ -152,9 +165,19 @@ def test_p_steps_are_iters_gradient_descent_steps_on_the_p_objective(variant):
             P.load(value, sess)
     for _ in range(3):
         sess.run(one_step, {g.lr: 0.1})
-    for a, b, start in zip(fused, sess.run(P_vars), P0):
-        assert not np.allclose(a, start)
-        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4 * np.abs(b).max())
+    kind = 'angle' if variant == 'angle_projection' else 'adversarial'
+    for i, (a, b, start, W) in enumerate(zip(fused, sess.run(P_vars), P0, Ws)):
+        exact, s = float32_bound.sensitivity(lambda x: exact_p_steps(kind, x['P'], x['W'], 0.1, 3),
+                                             {'P': start, 'W': W})
+        step = exact['step']
+        assert np.abs(step).max() > 1e-4 * np.abs(start).max()      # the steps move P
+        largest_P = max(np.abs(start).max(), np.abs(start + step).max())
+        # Ten rounding stages a step; the sums run over W's d (and N <= d) entries.
+        tol = float32_bound.tolerance(step, s['step'], W.shape[0], 10 * 3,
+                                      rounding=3 * float32_bound.U * largest_P)
+        for got, how in ((a, 'one op'), (b, 'optimiser')):
+            float32_bound.assert_within(got.astype(np.float64) - start, step, tol,
+                                        f'{kind} P steps of layer {i} ({how}), float32')
 
 
 def test_learning_rate_schedule_scales_with_max_iters():

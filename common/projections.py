@@ -67,13 +67,19 @@ def random_projection_draws(d, pd, num_proj, seed, step, layer_index, dtype=tf.f
     return tf.reshape(z, [num_proj, pd, d])
 
 
+def projected_energy(W, draws):
+    """Mean over ``draws [T, pd, d]`` of the half-space energy of ``P_t W``."""
+    num_proj, pd, d = static_dims(draws)
+    n = static_dims(W)[1]
+    # One GEMM for all T projections: [T*pd, d] x [d, N].
+    PW = tf.reshape(tf.matmul(tf.reshape(draws, [num_proj * pd, d]), W), [num_proj, pd, n])
+    return tf.reduce_mean(hyperspherical_energy(PW, power='2', half_space=True))
+
+
 def random_projection_term(W, pd, num_proj, seed, step, layer_index):
     """RP term: mean over T fresh projections of the half-space energy of P W."""
-    d, n = W.shape.as_list()
-    P = random_projection_draws(d, pd, num_proj, seed, step, layer_index, W.dtype)
-    # One GEMM for all T projections: [T*pd, d] x [d, N].
-    PW = tf.reshape(tf.matmul(tf.reshape(P, [num_proj * pd, d]), W), [num_proj, pd, n])
-    return tf.reduce_mean(hyperspherical_energy(PW, power='2', half_space=True))
+    d = static_dims(W)[0]
+    return projected_energy(W, random_projection_draws(d, pd, num_proj, seed, step, layer_index, W.dtype))
 
 
 def projection_variable(d, pd, name='projection'):

@@ -80,6 +80,14 @@ def tolerance(want, s, n, depth, rounding=0.0):
     return rounding + LAMBDA * math.sqrt(n * depth) * (U * scale + s)
 
 
+def p_step_tolerance(P0, step, s, iters):
+    """The bound for ``iters`` P steps compared as ``P_after - P0`` with the float64
+    ``step``: ten rounding stages a step, sums over P's width d (the neurons N <= d
+    of the layers checked), and P rounded after each step."""
+    largest_P = max(np.abs(P0).max(), np.abs(P0 + step).max())
+    return tolerance(step, s, P0.shape[1], 10 * iters, rounding=iters * U * largest_P)
+
+
 def assert_within(got, want, tol, what):
     """``max |got - want| <= tol``, saying by how much it is over or under."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
@@ -92,4 +100,3 @@ def assert_within(got, want, tol, what):
             f.write(f'{what}\t{err:.4g}\t{tol:.4g}\t{err / tol if tol > 0 else 0.0:.4f}\n')
     assert err <= tol, (f'{what}: max |float32 - float64| = {err:.3g}, over the bound {tol:.3g} '
                         f'({err / tol:.2f} x; max |value| {np.abs(want).max():.3g})')
-    return err / tol if tol > 0 else 0.0

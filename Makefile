@@ -1,18 +1,30 @@
-# make test: create .venv, install requirements-dev.txt, run the test suite.
+# make test: create .venv, install the requirements, run the test suite.
 # make train: the same set-up, then random_projection/train.py with its defaults.
+# GPU=1 installs TensorFlow with its CUDA libraries (requirements-gpu.txt), GPU=0 without
+# (requirements-dev.txt); by default 1 where an NVIDIA driver answers (nvidia-smi), else 0.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+GPU ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+
+ifeq ($(GPU),1)
+REQUIREMENTS := requirements-gpu.txt
+else ifeq ($(GPU),0)
+REQUIREMENTS := requirements-dev.txt
+else
+$(error GPU=$(GPU): use GPU=1 (TensorFlow with CUDA) or GPU=0 (without))
+endif
 
 .PHONY: test train venv clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# One stamp per choice: switching GPU installs again (make clean first to drop CUDA).
+$(VENV)/.installed-gpu$(GPU): requirements.txt requirements-dev.txt requirements-gpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -r requirements-dev.txt
+	$(PY) -m pip install -r $(REQUIREMENTS)
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed-gpu$(GPU)
 
 # Two pytest workers (pytest-xdist): a train.py test spends most of its time in one
 # core importing TensorFlow and building its graph, so two keep both cores of a small

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import config  # noqa: E402  (no TensorFlow yet: --gpu_no comes first)
+from common import entry  # noqa: E402  (no TensorFlow yet: --gpu_no comes first)
 
 VARIANT = 'adversarial_projection'
 DEFAULTS = dict(pd=30, pn=1, iters=10, random_seed=3456)   # the original release's
@@ -23,4 +23,4 @@ def comhe_term(flags):
 
 
 if __name__ == '__main__':
-    sys.exit(config.main(__doc__, VARIANT, DEFAULTS, comhe_term))
+    sys.exit(entry.main(__doc__, VARIANT, DEFAULTS, comhe_term))

@@ -1,6 +1,6 @@
-"""The input pipeline, training loop and evaluation as they were before issue 13
-(commit 81888a3), kept only so that bench/feed.py can measure them side by side
-with the current ones; training never uses this module.
+"""The input pipeline, training loop and evaluation as they were before the
+prefetcher and the one-call loop, kept only so that bench/feed.py can measure them
+side by side with the current ones; training never uses this module.
 
 - Batches: ``common.pipeline.train_batch`` (the definition, unchanged) for each
   iteration, in the same prefetcher thread: about 3.4 ms per batch of 128,

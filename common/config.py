@@ -6,13 +6,11 @@ module does not import TensorFlow, so ``--gpu_no`` can still choose the GPU.
 """
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from common import REPO_ROOT
-
-FULL_ITERS = 75000
-LR_STEPS = (30000, 50000, 65000)   # at FULL_ITERS; scaled for shorter runs
+from common.data import parse_md5_flag
+from common.schedule import FULL_ITERS, LR_STEPS, scaled_widths
 
 VARIANT_FLAGS = {
     'pd': (int, 'projection dimension'),
@@ -79,25 +77,6 @@ def build_parser(description, variant, variant_defaults):
     return p
 
 
-MD5_KEYS = ('train', 'test', 'archive')
-
-
-def parse_md5_flag(spec):
-    """``train=HEX,test=HEX[,archive=HEX]`` (any of them) -> dict; {} for None."""
-    if not spec:
-        return {}
-    sums = {}
-    for item in spec.split(','):
-        key, sep, value = item.strip().partition('=')
-        if not sep or key not in MD5_KEYS or len(value) != 32 or \
-                any(c not in '0123456789abcdef' for c in value.lower()):
-            raise FlagError(f'--data_md5: {item!r} is not KEY=MD5 with KEY one of '
-                            f'{", ".join(MD5_KEYS)} and MD5 32 hex digits; expected for example '
-                            f'train=16019d7e3df5f24257cddd939b257f8d,test=f0ef6b0ae62326f3e7ffdfab6717acfc')
-        sums[key] = value.lower()
-    return sums
-
-
 def validate(flags):
     """Raise FlagError for values that cannot give a meaningful run."""
     at_least_one = ['batch_size', 'max_iters', 'eval_every', 'ckpt_every', 'pd', 'pn', 'iters']
@@ -117,7 +96,10 @@ def validate(flags):
         raise FlagError(f'--base_lr must be > 0, got {flags.base_lr}')
     if not 0 < flags.width <= 16:
         raise FlagError(f'--width must be in (0, 16], got {flags.width}')
-    parse_md5_flag(getattr(flags, 'data_md5', None))
+    try:
+        parse_md5_flag(getattr(flags, 'data_md5', None))
+    except ValueError as e:
+        raise FlagError(str(e)) from None
 
 
 def check_run_folder(flags):
@@ -144,16 +126,6 @@ def check_run_folder(flags):
         raise FlagError('--resume: ' + '; '.join(f'--{k} is {now}, the run used {then}'
                                                 for k, now, then in changed)
                         + '; resume with the run\'s flags')
-
-
-def scaled_widths(width, base=(64, 128, 256, 256)):
-    return tuple(max(2, int(round(w * width))) for w in base)
-
-
-def learning_rate(iteration, base_lr, max_iters):
-    """lr at an iteration: base_lr, x0.1 at each (scaled) step of LR_STEPS."""
-    steps = sum(iteration >= round(s * max_iters / FULL_ITERS) for s in LR_STEPS)
-    return base_lr * 0.1 ** steps
 
 
 def select_gpu(gpu_no):
@@ -189,21 +161,3 @@ def run_name(flags):
     if flags.pnd > 0:
         return f'pd{flags.pd}_pnd{flags.pnd}'
     return f'pd{flags.pd}_pn{flags.pn}'
-
-
-def main(description, variant, variant_defaults, energy_terms, argv=None):
-    """A train.py's whole job: flags, then (TensorFlow imported only now) training.
-
-    ``energy_terms(flags)`` gives the hidden-layer term ``fn(W, ctx)``, or a
-    dict of ``hidden_term``, ``first_term`` and ``score_term`` (see model.cnn9).
-    """
-    flags = parse(description, variant, variant_defaults, argv)
-    terms = energy_terms(flags)
-    terms = terms if isinstance(terms, dict) else dict(hidden_term=terms)
-    try:
-        from common.training import train
-        return train(flags, run_name(flags), **terms)
-    except KeyboardInterrupt:
-        # Only before the loop starts: inside it, SIGINT checkpoints and stops cleanly.
-        print('interrupted before training started; nothing to save', file=sys.stderr)
-        return 130

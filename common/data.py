@@ -320,3 +320,22 @@ def load_cifar100(data_dir=None, urls=CIFAR100_URLS, archive_md5=ARCHIVE_MD5, fi
         _check_md5(path, file_md5[split], fix)
         out.extend(_read_split(path, fix))
     return tuple(out)
+
+
+MD5_KEYS = ('train', 'test', 'archive')
+
+
+def parse_md5_flag(spec):
+    """``train=HEX,test=HEX[,archive=HEX]`` (any of them) -> dict; {} for None."""
+    if not spec:
+        return {}
+    sums = {}
+    for item in spec.split(','):
+        key, sep, value = item.strip().partition('=')
+        if not sep or key not in MD5_KEYS or len(value) != 32 or \
+                any(c not in '0123456789abcdef' for c in value.lower()):
+            raise ValueError(f'--data_md5: {item!r} is not KEY=MD5 with KEY one of '
+                             f'{", ".join(MD5_KEYS)} and MD5 32 hex digits; expected for example '
+                             f'train=16019d7e3df5f24257cddd939b257f8d,test=f0ef6b0ae62326f3e7ffdfab6717acfc')
+        sums[key] = value.lower()
+    return sums

@@ -4,7 +4,7 @@
     fit  = mean_batch -sum_k t_k log(softmax(z)_k + 1e-4),  t = 0.99 onehot + 0.01/100
     reg  = 5e-4 * sum(w^2) / 2 over filters and BN gamma/beta (P excluded)
 
-Momentum SGD (0.9) with the lr schedule of ``config.learning_rate``; for AP
+Momentum SGD (0.9) with the lr schedule of ``schedule.learning_rate``; for AP
 and AdvP, ``iters`` plain gradient-descent steps on the P matrices before
 each main step, in the same session call. A train log line every 100
 iterations, test accuracy every ``eval_every`` and after the last; logs never
@@ -23,8 +23,8 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import config_pb2
 
-from common import data, pipeline, runlog, runstate
-from common.config import learning_rate, parse_md5_flag, scaled_widths
+from common import data, device, pipeline, runlog, runstate
+from common.schedule import learning_rate, scaled_widths
 from common.model import cnn9, comhe_first_term, comhe_score_term
 from common.projections import (LEARNED_COLLECTION, P_OBJECTIVE_COLLECTION, WEIGHT_DECAY,
                                 projection_descent)
@@ -243,6 +243,7 @@ def train(flags, run_name, hidden_term, dataset=None, **graph_kwargs):
             raise ValueError(f'dataset: the {name} images are {np.asarray(images).dtype}, '
                              f'expected uint8 [n, 32, 32, 3] (pixel values 0..255)')
     train_y, test_y = np.asarray(train_y, np.int64), np.asarray(test_y, np.int64)
+    print(device.describe(), flush=True)
     run_dir = flags.log_dir / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     files = runstate.latest_run(run_dir) if flags.resume else runstate.new_run(run_dir)
@@ -367,7 +368,7 @@ def _append(path, line):
 
 def _md5_kwargs(flags):
     """Expected checksums: the official ones unless --data_md5 names others."""
-    sums = parse_md5_flag(getattr(flags, 'data_md5', None))
+    sums = data.parse_md5_flag(getattr(flags, 'data_md5', None))
     kwargs = {'file_md5': {k: sums[k] for k in ('train', 'test') if k in sums}} if sums else {}
     if 'archive' in sums:
         kwargs['archive_md5'] = sums['archive']

@@ -171,7 +171,7 @@ def method_flags(method, seed, args):
 
 
 def energy_terms(module, flags):
-    """The entry point's terms as config.main would pass them to train()."""
+    """The entry point's terms as entry.main would pass them to train()."""
     make = getattr(module, 'energy_terms', None) or module.comhe_term
     terms = make(flags)
     return terms if isinstance(terms, dict) else dict(hidden_term=terms)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import config  # noqa: E402  (no TensorFlow yet: --gpu_no comes first)
+from common import entry  # noqa: E402  (no TensorFlow yet: --gpu_no comes first)
 
 VARIANT = 'mhe'
 DEFAULTS = dict(model_name='half_mhe', power_s='2')   # the MHE release's best CIFAR-100 row
@@ -48,4 +48,4 @@ def energy_terms(flags):
 
 
 if __name__ == '__main__':
-    sys.exit(config.main(__doc__, VARIANT, DEFAULTS, energy_terms))
+    sys.exit(entry.main(__doc__, VARIANT, DEFAULTS, energy_terms))

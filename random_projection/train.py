@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import config  # noqa: E402  (no TensorFlow yet: --gpu_no comes first)
+from common import entry  # noqa: E402  (no TensorFlow yet: --gpu_no comes first)
 
 VARIANT = 'random_projection'
 DEFAULTS = dict(pd=40, pn=20, pnd=0)   # the original release's
@@ -25,4 +25,4 @@ def comhe_term(flags):
 
 
 if __name__ == '__main__':
-    sys.exit(config.main(__doc__, VARIANT, DEFAULTS, comhe_term))
+    sys.exit(entry.main(__doc__, VARIANT, DEFAULTS, comhe_term))

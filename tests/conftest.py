@@ -1,6 +1,7 @@
 """Shared test set-up: quiet TensorFlow, the repository on sys.path, and a
 fresh compat.v1 graph + session fixture."""
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,6 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pytest  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
+
+from common import cifar_fixture as cf  # noqa: E402
+from common import data  # noqa: E402
 
 
 # Tests never send traffic off the machine: in this process a connection to
@@ -90,6 +94,24 @@ def cifar_fixture(tmp_path_factory):
     return ['--data_dir', str(data_dir), '--data_md5', md5]
 
 
+# The default fixture archive (500 train, 200 test images, 10 classes) and what it loads to,
+# once per test module: tests/test_data.py and tests/test_pipeline.py.
+@pytest.fixture(scope='module')
+def fixture(tmp_path_factory):
+    return cf.write_cifar100_archive(tmp_path_factory.mktemp('fixture_src'))
+
+
+@pytest.fixture(scope='module')
+def loaded(fixture, tmp_path_factory):
+    d = tmp_path_factory.mktemp('loaded')
+    shutil.copy(fixture['archive'], d)
+    return data.load_cifar100(d, download=False, **md5s(fixture))
+
+
+def md5s(info):
+    return dict(archive_md5=info['archive_md5'], file_md5=info['file_md5'])
+
+
 def subprocess_env():
     """The environment of a subprocess: quiet, on the CPU, no network."""
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='', **NO_NETWORK_ENV)
@@ -119,14 +141,14 @@ def run_train(variant, *argv, cwd=None, timeout=300, env=(), **popen):
 
 
 def train_in_process(variant, *argv):
-    """``<variant>/train.py argv`` run in this process (its ``config.main``): the same
+    """``<variant>/train.py argv`` run in this process (its ``entry.main``): the same
     flags, graph and logs as the subprocess, without starting Python and TensorFlow
     again (~10 s a run). For tests of what a run computes; tests of the command line
     itself use run_train."""
-    from common import config
+    from common import entry
     module = load_entry_point(variant)
     terms = module.energy_terms if variant == 'mhe' else module.comhe_term
-    return config.main(module.__doc__, module.VARIANT, module.DEFAULTS, terms, list(argv))
+    return entry.main(module.__doc__, module.VARIANT, module.DEFAULTS, terms, list(argv))
 
 
 # make test runs the files on two workers (pytest-xdist, --dist loadfile, no reordering),

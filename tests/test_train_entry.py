@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from common import runlog
+from common import device, runlog
 from conftest import ROOT, VARIANTS, run_train
 
 QUICK = ['--width', '0.125', '--batch_size', '16', '--base_lr', '0.003']
@@ -60,6 +60,12 @@ def test_train_py_runs_end_to_end_and_learns(variant, end_to_end):
     assert run.final_test_acc > 0.5, run.test
     # stdout shows every log line with speed and ETA.
     assert '====iter_100:' in out.stdout and 'img/s, ETA' in out.stdout
+    # The first line says where it trains (here, with no driver: the CPU, and why).
+    first_line = out.stdout.splitlines()[0]
+    if device.nvidia_driver_present():
+        assert first_line.startswith('device: '), first_line
+    else:
+        assert first_line == 'device: CPU (no NVIDIA driver on this machine (nvidia-smi not found))'
     assert json.loads((run_dir / 'flags_00.json').read_text())['bn_zero_debias'] is True
 
 

@@ -6,7 +6,7 @@ import tensorflow.compat.v1 as tf
 
 import float32_bound
 import reference
-from common import config
+from common import config, schedule
 from common.projections import (LEARNED_COLLECTION, LEARNED_VARIANTS, PROJECTION_COLLECTION,
                                 descend_projection, random_projection_draws)
 from common.training import build_graph, session_config
@@ -184,7 +184,7 @@ def test_p_steps_are_iters_gradient_descent_steps_on_the_p_objective(variant):
 
 
 def test_learning_rate_schedule_scales_with_max_iters():
-    lr = config.learning_rate
+    lr = schedule.learning_rate
     assert [lr(i, 0.1, 75000) for i in (0, 29999, 30000, 49999, 50000, 65000, 74999)] == \
         pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.0001, 0.0001])
     # 750 iterations: steps at 300, 500, 650.

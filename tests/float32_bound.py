@@ -100,3 +100,10 @@ def assert_within(got, want, tol, what):
             f.write(f'{what}\t{err:.4g}\t{tol:.4g}\t{err / tol if tol > 0 else 0.0:.4f}\n')
     assert err <= tol, (f'{what}: max |float32 - float64| = {err:.3g}, over the bound {tol:.3g} '
                         f'({err / tol:.2f} x; max |value| {np.abs(want).max():.3g})')
+
+
+def assert_float32_result(got, evaluate, inputs, n, depth, what):
+    """A float32 result ``got`` of a graph against ``evaluate(**inputs)`` (NumPy, float64)
+    at the same float32 inputs, within the bound with ``s`` measured there."""
+    exact, s = sensitivity(lambda x: {'y': evaluate(**x)}, inputs)
+    assert_within(got, exact['y'], tolerance(exact['y'], s['y'], n, depth), what)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+import float32_bound
 import reference
 from common import config, runlog
 from common.training import build_graph, session_config
@@ -68,9 +69,14 @@ def reference_terms(W, model_name, power):
 def test_terms_at_init_equal_numpy(mhe, model_name, power):
     thom, thomf, terms, W = init_values(mhe, '--model_name', model_name, '--power_s', power)
     assert terms == sorted(LAYERS + ['score'])
-    want_thom, want_thomf = reference_terms(W, model_name, power)
-    np.testing.assert_allclose(thom, want_thom, rtol=1e-4)
-    np.testing.assert_allclose(thomf, want_thomf, rtol=1e-4)
+    # float32 terms against the formulas in float64 on the same weights, within
+    # tests/float32_bound.py's bound: sums over a layer's d or its N^2 pairs, the
+    # kernel's stages and the sum over layers.
+    longest = max(max(w.shape[0], w.shape[1] ** 2) for w in W.values())
+    float32_bound.assert_float32_result(thom, lambda **w: reference_terms(w, model_name, power)[0],
+                                        W, longest, 5, 'thom')
+    float32_bound.assert_float32_result(thomf, lambda **w: reference_terms(w, model_name, power)[1],
+                                        W, longest, 4, 'thomf')
 
 
 def test_half_and_full_space_differ(mhe):

@@ -69,31 +69,44 @@ def test_logged_terms_at_init_equal_numpy(variant):
 
     decayed = sess.run(g.model.decayed)
     assert len(decayed) == 11 + 2 * 9      # 11 filters, gamma and beta of 9 BN layers
-    np.testing.assert_allclose(reg, 5e-4 * sum(np.sum(v.astype(np.float64) ** 2) / 2
-                                               for v in decayed), rtol=1e-5)
+    # Each float32 term against the formula in float64 at the graph's own float32 values
+    # (weights, logits, P), within tests/float32_bound.py's bound.
+    float32_bound.assert_float32_result(
+        reg, lambda **v: 5e-4 * sum(np.sum(x ** 2) / 2 for x in v.values()),
+        {f'v{i}': v for i, v in enumerate(decayed)}, max(v.size for v in decayed), 3, 'reg')
 
-    z = logits.astype(np.float64)
-    softmax = np.exp(z - z.max(1, keepdims=True))
-    softmax /= softmax.sum(1, keepdims=True)
-    target = 0.99 * np.eye(100)[y] + 0.01 / 100
-    np.testing.assert_allclose(fit, np.mean(-np.sum(target * np.log(softmax + 1e-4), 1)), rtol=1e-5)
+    def fit_of(z):
+        softmax = np.exp(z - z.max(1, keepdims=True))
+        softmax /= softmax.sum(1, keepdims=True)
+        target = 0.99 * np.eye(100)[y] + 0.01 / 100
+        return np.mean(-np.sum(target * np.log(softmax + 1e-4), 1))
+    float32_bound.assert_float32_result(fit, fit_of, {'z': logits}, 100, 5, 'fit')
 
     layers = {name: filter_matrix(graph, sess, name) for name in ['conv1_0', 'score'] + HIDDEN}
-    per_layer = [reference.energy(layers['conv1_0'], '2', half_space=True)]
+    inputs = {'conv1_0': layers['conv1_0']}
     for index, name in enumerate(HIDDEN, start=1):
-        W = layers[name]
+        inputs[name] = layers[name]
         if variant == 'random_projection':
             with graph.as_default():
-                draws = random_projection_draws(W.shape[0], flags.pd, flags.pn, flags.random_seed,
-                                                tf.constant(0, tf.int64), index)
-            P = sess.run(draws)
-            per_layer.append(np.mean([reference.energy(p @ W, '2', True) for p in P]))
+                draws = random_projection_draws(layers[name].shape[0], flags.pd, flags.pn,
+                                                flags.random_seed, tf.constant(0, tf.int64), index)
+            inputs[f'P_{name}'] = sess.run(draws)             # [T, pd, d]
         else:
-            P_ahead = sess.run(graph.get_tensor_by_name(f'{name}/projection_lookahead:0'), {g.lr: lr})
-            per_layer.append(reference.energy(P_ahead @ W, '2', True))
-    assert len(per_layer) == 10
-    np.testing.assert_allclose(thom, sum(per_layer), rtol=1e-4)
-    np.testing.assert_allclose(thomf, 10 * reference.energy(layers['score'], '2'), rtol=1e-4)
+            inputs[f'P_{name}'] = sess.run(graph.get_tensor_by_name(f'{name}/projection_lookahead:0'),
+                                           {g.lr: lr})[None]
+
+    def thom_of(**v):
+        per_layer = [reference.energy(v['conv1_0'], '2', half_space=True)]
+        per_layer += [np.mean([reference.energy(P @ v[name], '2', True) for P in v[f'P_{name}']])
+                      for name in HIDDEN]
+        assert len(per_layer) == 10
+        return sum(per_layer)
+    # The longest sums: a layer's d (the products P W) or its N^2 pairs; the energy's
+    # stages, the products and the sum over layers.
+    longest = max(max(W.shape[0], W.shape[1] ** 2) for W in layers.values())
+    float32_bound.assert_float32_result(thom, thom_of, inputs, longest, 6, 'thom')
+    float32_bound.assert_float32_result(thomf, lambda W: 10 * reference.energy(W, '2'),
+                                        {'W': layers['score']}, longest, 4, 'thomf')
 
 
 @pytest.mark.parametrize('variant', ['angle_projection', 'adversarial_projection'])

@@ -166,8 +166,3 @@ def test_no_tracked_file_names_a_commit_hash():
     found = [f'{name}:{n}: {m}' for name, text in tracked_text_files()
              for n, line in enumerate(text.splitlines(), 1) for m in COMMIT_LIKE.findall(line)]
     assert found == [], 'history belongs in commits; say what was measured, when and where instead'
-
-
-def test_the_readme_names_no_file_outside_the_repository():
-    for doc in doc_files():
-        assert '../shared' not in doc.read_text(), doc.name

@@ -104,7 +104,7 @@ def validate(flags):
 
 def check_run_folder(flags):
     """The log folder must be writable; --resume needs an unfinished run with a checkpoint."""
-    from common import runstate
+    from common import locks, runstate
     run_dir = flags.log_dir / run_name(flags)
     try:
         runstate.check_writable(run_dir)
@@ -121,6 +121,8 @@ def check_run_folder(flags):
     if done >= flags.max_iters:
         raise FlagError(f'--resume: run {run.index:02d} in {run_dir} is finished '
                         f'({done} iterations); start a new run without --resume')
+    if locks.is_held(run.lock_file):
+        raise FlagError(f'--resume: {runstate.busy_message(run)}')
     changed = runstate.changed_flags(run, flags)
     if changed:
         raise FlagError('--resume: ' + '; '.join(f'--{k} is {now}, the run used {then}'

@@ -6,6 +6,8 @@ A run is one log index NN (docs/protocol.md section 6) and owns, in the configur
     checkpoints_NN/                     the last two checkpoints (tf.train.Saver)
     tensorboard_NN/                     event files
     flags_NN.json                       the flags it was started with
+    train_NN.lock                       held by the train.py writing the run (common.locks),
+                                        with its host and pid
 
 A checkpoint at iteration k holds the state after iterations 0 .. k-1, whose
 log lines are all written; k == max_iters means the run finished. Resuming
@@ -21,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import runlog
+from common import locks, runlog
 
 # Flags that change what a run computes; a resume must not change them.
 TRAINING_FLAGS = ('variant', 'base_lr', 'batch_size', 'random_seed', 'pd', 'pn', 'pnd', 'iters',
@@ -55,6 +57,10 @@ class RunFiles:
     def flags_file(self):
         return self.run_dir / f'flags_{self.index:02d}.json'
 
+    @property
+    def lock_file(self):
+        return self.run_dir / f'train_{self.index:02d}.lock'
+
     def checkpoint_iteration(self):
         """The iteration of the newest checkpoint, or None (read from TF's state file)."""
         state = self.checkpoint_dir / 'checkpoint'
@@ -74,6 +80,12 @@ def latest_run(run_dir):
         return None
     index = runlog.latest_log_index(run_dir)
     return None if index is None else RunFiles(Path(run_dir), index)
+
+
+def busy_message(files):
+    """Why a run cannot be written now: another train.py holds its lock."""
+    return (f'run {files.index:02d} in {files.run_dir} is being written by another train.py '
+            f'({locks.holder(files.lock_file)}); wait until it ends, or stop it, then run again')
 
 
 def check_writable(folder):

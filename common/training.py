@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import config_pb2
 
-from common import data, device, pipeline, runlog, runstate
+from common import data, device, locks, pipeline, runlog, runstate
 from common.schedule import learning_rate, scaled_widths
 from common.model import cnn9, comhe_first_term, comhe_score_term
 from common.projections import (LEARNED_COLLECTION, P_OBJECTIVE_COLLECTION, WEIGHT_DECAY,
@@ -247,7 +247,18 @@ def train(flags, run_name, hidden_term, dataset=None, **graph_kwargs):
     run_dir = flags.log_dir / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     files = runstate.latest_run(run_dir) if flags.resume else runstate.new_run(run_dir)
+    # Held while this process writes the run: a second train.py (a sweep's retry, a
+    # --resume typed twice) cannot write beside it; the kernel releases it however we exit.
+    held = locks.acquire(files.lock_file)
+    if held is None:
+        print(f'error: {runstate.busy_message(files)}', file=sys.stderr)
+        return 2
+    with held:
+        return _train_run(flags, run_name, hidden_term, graph_kwargs, files, train_x, train_y,
+                          test_x, test_y)
 
+
+def _train_run(flags, run_name, hidden_term, graph_kwargs, files, train_x, train_y, test_x, test_y):
     graph = tf.Graph()
     with graph.as_default():
         g = build_graph(flags, hidden_term, **graph_kwargs)

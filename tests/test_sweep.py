@@ -20,7 +20,8 @@ import time
 
 import pytest
 
-from conftest import ROOT, subprocess_env, train_in_process
+from conftest import ROOT, train_in_process
+from sweep_helpers import assert_only_loopback, guarded_env, log_texts, sweep_cmd, toml_value
 
 QUICK = dict(width=0.125, batch_size=16, base_lr=0.01, bn_zero_debias=True, max_iters=120,
              eval_every=40, ckpt_every=20)
@@ -28,47 +29,6 @@ CONFIGS = [('random_projection', dict(pd=40, pn=20), 'pd40_pn20')]   # published
 SEEDS = (1, 2)
 KILLED = ('random_projection', 'pd40_pn20', 1)
 BAD = ('angle_projection', 'pd0_pn1_iter1', 1)       # --pd 0: train.py exits 2
-
-# Loaded by every Python process of the sweep (driver, Ray's processes and workers,
-# train.py): records each one, and any connection, datagram or name lookup that is not
-# for this machine.
-NETWORK_GUARD = '''
-import os, sys
-_log = os.environ.get('SWEEP_TEST_NET_LOG')
-if _log:
-    import ipaddress, socket
-
-    def _local(host):
-        if isinstance(host, bytes):
-            host = host.decode()
-        if host in (None, '', 'localhost', socket.gethostname()):
-            return True
-        try:
-            return ipaddress.ip_address(str(host).split('%')[0]).is_loopback
-        except ValueError:
-            return False
-
-    def _hook(event, args):
-        host = None
-        if event in ('socket.connect', 'socket.sendto'):
-            sock, address = args[0], args[-1]
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                host = address[0]
-        elif event == 'socket.getaddrinfo':
-            host = args[0]
-        if host is not None and not _local(host):
-            with open(_log, 'a') as f:
-                f.write(f'{os.getpid()} {event} {host!r} {" ".join(sys.argv[:1])}\\n')
-
-    with open(_log + '.loaded', 'a') as f:
-        f.write(f'{os.getpid()} {" ".join(sys.argv[:1])}\\n')
-    sys.addaudithook(_hook)
-'''
-
-
-def toml_value(value):
-    return 'true' if value is True else json.dumps(value)
-
 
 def sweep_file(path, fixture_flags, with_bad_run):
     data_dir, md5 = fixture_flags[1], fixture_flags[3]
@@ -92,17 +52,8 @@ def hand_argv(fixture_flags, flags, seed, log_dir):
     return argv + ['--random_seed', str(seed), '--log_dir', str(log_dir)]
 
 
-def sweep_cmd(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, '-m', 'common.sweep', *map(str, args)], cwd=ROOT,
-                          env=env or subprocess_env(), capture_output=True, text=True, timeout=timeout)
-
-
 def run_folder(logs, entry, configuration, seed):
     return logs / 'tiny' / f'seed{seed}' / entry / configuration
-
-
-def log_texts(run_dir):
-    return [(run_dir / f'log_{k}_00.txt').read_text() for k in ('train', 'test')]
 
 
 @pytest.fixture(scope='module')
@@ -112,13 +63,7 @@ def sweep(cifar_fixture, tmp_path_factory):
     full = sweep_file(base / 'tiny.toml', cifar_fixture, with_bad_run=True)
     (base / 'good').mkdir()
     good = sweep_file(base / 'good' / 'tiny.toml', cifar_fixture, with_bad_run=False)
-    guard = base / 'guard'
-    guard.mkdir()
-    # The guard, and the train.py processes' sitecustomize (only one is loaded).
-    train_site = (ROOT / 'tests' / 'train_site' / 'sitecustomize.py').read_text()
-    (guard / 'sitecustomize.py').write_text(NETWORK_GUARD + train_site)
-    net_log = base / 'network.log'
-    env = dict(subprocess_env(), PYTHONPATH=str(guard), SWEEP_TEST_NET_LOG=str(net_log))
+    env, net_log = guarded_env(base)
     logs = base / 'logs'
     started = time.time()
     proc = subprocess.Popen([sys.executable, '-m', 'common.sweep', 'run', str(full), '--log_dir', str(logs)],
@@ -171,7 +116,7 @@ def test_sweep_runs_equal_the_same_train_py_commands_by_hand(sweep):
             assert first.endswith(f"attempt 1 on {os.uname().nodename}: CUDA_VISIBLE_DEVICES='' {typed}")
             assert sorted(p.name for p in run_dir.iterdir()) == [
                 'checkpoints_00', 'flags_00.json', 'log_test_00.txt', 'log_train_00.txt',
-                'sweep_output.txt', 'sweep_state.json', 'tensorboard_00']
+                'sweep_output.txt', 'sweep_state.json', 'tensorboard_00', 'train_00.lock']
 
 
 def test_a_killed_train_py_is_resumed_and_its_logs_equal_an_uninterrupted_run(sweep):
@@ -182,7 +127,15 @@ def test_a_killed_train_py_is_resumed_and_its_logs_equal_an_uninterrupted_run(sw
     assert len(attempts) == 2
     assert '--resume' not in attempts[0] and attempts[1].splitlines()[0].endswith(' --resume')
     assert 'resuming run 00 at iteration ' in attempts[1]
-    assert json.loads((run_dir / 'sweep_state.json').read_text())['attempts'] == 2
+    state = json.loads((run_dir / 'sweep_state.json').read_text())
+    host = os.uname().nodename
+    assert state['attempts'] == 2 and state['last_failure'] == f'attempt 1 on {host}: killed by SIGKILL'
+    resumed = int(attempts[1].split('resuming run 00 at iteration ')[1].split()[0])
+    assert state['resumed_from'] == resumed
+    # The sweep said so while it ran.
+    run_id = 'seed{2}/{0}/{1}'.format(*KILLED)
+    assert (f'{run_id}: attempt 1 on {host}: killed by SIGKILL; attempt 2 resumes it from '
+            f'iteration {resumed} on {host}') in sweep['output']
     assert log_texts(run_dir) == sweep['by_hand'][KILLED[0], KILLED[2]]
 
 
@@ -197,11 +150,7 @@ def test_a_run_train_py_rejects_fails_once_while_the_others_finish(sweep):
 
 
 def test_nothing_but_loopback_was_contacted(sweep):
-    loaded = (sweep['net_log'].parent / (sweep['net_log'].name + '.loaded')).read_text()
-    # The guard was in the driver, Ray's helper and worker processes, and every train.py.
-    assert 'default_worker.py' in loaded       # Ray's workers (its helper processes too, Ray 2.60)
-    assert loaded.count('train.py') >= 4          # 2 runs, 1 retry, 1 bad run
-    assert not sweep['net_log'].exists(), sweep['net_log'].read_text()
+    assert_only_loopback(sweep['net_log'], train_processes=4)    # 2 runs, 1 retry, 1 bad run
 
 
 def snapshot(folder):
@@ -220,9 +169,18 @@ def test_status_prints_every_run(sweep):
     out = sweep_cmd('status', sweep['full'], '--log_dir', sweep['logs'])
     assert out.returncode == 0, out.stderr
     lines = {line.split()[0]: line.split(None, 2)[1:] for line in out.stdout.splitlines()[1:-1]}
+    host = os.uname().nodename
     for entry, _, configuration in CONFIGS:
         for seed in SEEDS:
-            assert lines[f'seed{seed}/{entry}/{configuration}'] == ['done', '120 iterations (log index 00)']
+            state, detail = lines[f'seed{seed}/{entry}/{configuration}']
+            assert state == 'done' and detail.startswith('120 iterations (log index 00)')
+            if (entry, configuration, seed) == KILLED:   # its attempts, and why the first ended
+                resumed = json.loads((run_folder(sweep['logs'], *KILLED) / 'sweep_state.json')
+                                     .read_text())['resumed_from']
+                assert detail.endswith(f'[attempts: 2; last failure: attempt 1 on {host}: killed by '
+                                       f'SIGKILL; resumed from iteration {resumed}]')
+            else:
+                assert detail == '120 iterations (log index 00)'
     state, message = lines[f'seed1/{BAD[0]}/{BAD[1]}']
     assert state == 'failed' and '--pd must be an integer >= 1, got 0' in message
     assert out.stdout.splitlines()[-1] == '3 runs: 0 pending, 0 running, 2 done, 1 failed'

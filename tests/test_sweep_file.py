@@ -181,21 +181,6 @@ def test_progress_in_place_on_a_terminal():
     assert '4 runs: 1 pending, 0 running, 2 done, 1 failed' in second and 'seed1/b' not in second
 
 
-def test_a_second_sweep_run_of_the_same_sweep_is_refused_while_one_runs(tmp_path, capsys):
-    import json
-    import time
-    from common.sweep import ray_runner
-    sweep = sweepfile.load(write(tmp_path, GOOD), log_root=tmp_path / 'logs')
-    sweep.folder.mkdir(parents=True)
-    beat = sweep.folder / ray_runner.DRIVER_FILE
-    beat.write_text(json.dumps(dict(host='elsewhere', pid=4242, time=time.time())))
-    assert ray_runner.run_sweep(sweep, display=Display(out=io.StringIO(), tty=False)) == 2
-    assert 'another `sweep run` of this sweep is running (host elsewhere, pid 4242)' in capsys.readouterr().err
-    assert sorted(p.name for p in sweep.folder.iterdir()) == [ray_runner.DRIVER_FILE]    # nothing started
-    beat.write_text(json.dumps(dict(host='elsewhere', pid=4242, time=time.time() - 3600)))
-    assert ray_runner.other_driver(sweep.folder) == ''           # a stale heartbeat: that one is gone
-
-
 def test_a_running_runs_iteration_and_eta_come_from_its_current_attempts_output(tmp_path):
     from common.sweep import runstatus
     out = tmp_path / runstatus.OUTPUT_FILE

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from common import device, runlog
+from common import device, locks, runlog
 from conftest import ROOT, VARIANTS, run_train
 
 QUICK = ['--width', '0.125', '--batch_size', '16', '--base_lr', '0.003']
@@ -43,7 +43,11 @@ def test_train_py_runs_end_to_end_and_learns(variant, end_to_end):
                      'adversarial_projection': 'pd30_pn1_iter2'}[variant]
     assert run_dir.name == expected_name
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        'checkpoints_00', 'flags_00.json', 'log_test_00.txt', 'log_train_00.txt', 'tensorboard_00']
+        'checkpoints_00', 'flags_00.json', 'log_test_00.txt', 'log_train_00.txt', 'tensorboard_00',
+        'train_00.lock']
+    # The lock says who wrote the run last (common.locks); nobody holds it now.
+    assert json.loads((run_dir / 'train_00.lock').read_text())['host']
+    assert not locks.is_held(run_dir / 'train_00.lock')
 
     train_lines = (run_dir / 'log_train_00.txt').read_text().splitlines()
     assert [line.split(':')[0] for line in train_lines] == ['====iter_0', '====iter_100']

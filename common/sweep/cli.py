@@ -105,8 +105,9 @@ def status(sweep):
     rows = [(spec.run_id, *runstatus.state_of(spec, driver_alive=alive)) for spec in sweep.runs]
     width = max(len(run_id) for run_id, _, _ in rows)
     print(f'{sweep.path}: {sweep.folder}' + ('' if alive else ' (no sweep running)'))
-    for run_id, state, detail in rows:
-        print(f'{run_id:<{width}}  {state:<10}  {detail}'.rstrip())
+    for spec, (run_id, state, detail) in zip(sweep.runs, rows):
+        note = runstatus.attempts_note(runstatus.read_state(spec.run_dir))
+        print(f'{run_id:<{width}}  {state:<10}  {detail}{note}'.rstrip())
     print(counts_line(rows))
     return 0
 

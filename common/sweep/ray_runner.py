@@ -14,13 +14,12 @@ died (``max_retries``), and the task resumes from the run folder. Ctrl-C cancels
 tasks: each sends its train.py SIGTERM, which writes a checkpoint; a second Ctrl-C
 stops waiting for them.
 """
-import json
 import logging
 import os
 import sys
 import time
 
-from common import REPO_ROOT
+from common import REPO_ROOT, locks
 from common.sweep import runstatus, task
 from common.sweep.progress import Display
 
@@ -37,9 +36,6 @@ LOCAL_GUARD_ENV = {
 }
 # Ray sets it for its workers; train.py gets the user's value (or none), as by hand.
 RAY_SET_ENV = ('OMP_NUM_THREADS',)
-DRIVER_FILE = 'sweep_driver.json'
-HEARTBEAT_S = 5.0
-DRIVER_ALIVE_S = 60.0
 
 
 def start_ray(address=None, num_cpus=None, num_gpus=None):
@@ -62,36 +58,27 @@ def start_ray(address=None, num_cpus=None, num_gpus=None):
     return restore
 
 
+# Held by `sweep run` while it runs (common.locks): a second `sweep run` of the same
+# sweep is refused, and a killed one leaves nothing stuck (the kernel releases it).
+DRIVER_LOCK = 'sweep_driver.lock'
+DRIVER_LOCK_WAIT_S = 3.0   # a `status` probing the lock holds it for an instant
+
+
 def driver_alive(sweep_folder):
-    """Whether a `sweep run` on this sweep wrote its heartbeat within the last minute."""
-    try:
-        beat = json.loads((sweep_folder / DRIVER_FILE).read_text())
-        return time.time() - beat['time'] < DRIVER_ALIVE_S
-    except (OSError, ValueError, KeyError):
-        return False
+    """Whether a `sweep run` of this sweep is running (it holds the sweep's lock, on this
+    machine or another sharing the folder). Never asked by that `sweep run` itself."""
+    return locks.is_held(sweep_folder / DRIVER_LOCK)
 
 
-def other_driver(sweep_folder):
-    """'host HOST, pid PID' of another live `sweep run` of this sweep folder, or ''."""
-    if not driver_alive(sweep_folder):
-        return ''
-    beat = json.loads((sweep_folder / DRIVER_FILE).read_text())
-    if beat.get('host') == runstatus.this_host():
-        if beat.get('pid') == os.getpid():
-            return ''
-        try:
-            os.kill(beat['pid'], 0)
-        except ProcessLookupError:   # killed without a chance to say so
-            return ''
-        except (OSError, KeyError, TypeError):
-            pass
-    return f"host {beat.get('host')}, pid {beat.get('pid')}"
-
-
-def _heartbeat(sweep_folder, stopped=False):
+def take_driver_lock(sweep_folder):
+    """The sweep's lock, or None while another `sweep run` holds it."""
     sweep_folder.mkdir(parents=True, exist_ok=True)
-    record = dict(host=runstatus.this_host(), pid=os.getpid(), time=0 if stopped else time.time())
-    (sweep_folder / DRIVER_FILE).write_text(json.dumps(record) + '\n')
+    deadline = time.monotonic() + DRIVER_LOCK_WAIT_S
+    while True:
+        held = locks.acquire(sweep_folder / DRIVER_LOCK)
+        if held is not None or time.monotonic() >= deadline:
+            return held
+        time.sleep(0.1)
 
 
 def rows_of(specs, finished):
@@ -120,12 +107,19 @@ def run_sweep(sweep, address=None, gpus_per_run=None, cpus_per_run=1.0, num_cpus
         display.message(f'{sweep.path}: all {len(sweep.runs)} runs are done; nothing to start '
                         f'(results: python -m common.sweep table {sweep.path})')
         return 0
-    other = other_driver(sweep.folder)
-    if other:
-        print(f'error: another `sweep run` of this sweep is running ({other}); two would train '
-              f'the same runs at once. Wait for it, or stop it with Ctrl-C', file=sys.stderr)
+    held = take_driver_lock(sweep.folder)
+    if held is None:
+        print(f'error: another `sweep run` of this sweep is running '
+              f'({locks.holder(sweep.folder / DRIVER_LOCK)}); two would train the same runs at '
+              f'once. Wait for it, or stop it with Ctrl-C', file=sys.stderr)
         return 2
-    _heartbeat(sweep.folder)
+    with held:
+        return _run_locked(sweep, todo, done_before, address, gpus_per_run, cpus_per_run,
+                           num_cpus, num_gpus, display)
+
+
+def _run_locked(sweep, todo, done_before, address, gpus_per_run, cpus_per_run, num_cpus,
+                num_gpus, display):
     display.message(f'{sweep.path}: {len(todo)} of {len(sweep.runs)} runs to run '
                     f'({done_before} done before), in {sweep.folder}')
     restore = start_ray(address, num_cpus, num_gpus)
@@ -147,26 +141,24 @@ def run_sweep(sweep, address=None, gpus_per_run=None, cpus_per_run=1.0, num_cpus
             retry_exceptions=False)
         pending = {}
         for spec in todo:
-            runstatus.write_state(spec.run_dir, state='queued')
+            runstatus.mark_queued(spec.run_dir)
             pending[remote.remote(spec, sweep.retries, gpus_per_run, restore)] = spec
         return _wait(sweep, pending, display)
     finally:
-        _heartbeat(sweep.folder, stopped=True)
         ray.shutdown()
 
 
 def _wait(sweep, pending, display):
     import ray
-    finished, last_beat = {}, 0.0
+    finished, attempts_seen = {}, {}
     try:
         while pending:
-            if time.time() - last_beat > HEARTBEAT_S:
-                _heartbeat(sweep.folder)
-                last_beat = time.time()
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in ready:
                 spec = pending.pop(ref)
                 finished[spec.run_id] = _result(ref, spec)
+            for spec in pending.values():
+                _say_if_resumed(spec, attempts_seen, display)
             display.update(rows_of(sweep.runs, finished))
     except KeyboardInterrupt:
         display.message('stopping: each running train.py gets SIGTERM and writes its checkpoint '
@@ -184,6 +176,18 @@ def _wait(sweep, pending, display):
     for result in failed:
         display.message(f"failed: {result['run_id']} after {result['attempts']} attempt(s): {result['message']}")
     return 1 if failed else 0
+
+
+def _say_if_resumed(spec, attempts_seen, display):
+    """A line when a run starts again after its train.py died or its node was lost."""
+    record = runstatus.read_state(spec.run_dir)
+    attempt = record.get('attempt')
+    if record.get('state') != 'running' or attempt is None or attempts_seen.get(spec.run_id) == attempt:
+        return
+    attempts_seen[spec.run_id] = attempt
+    if record.get('last_failure') and 'resumed_from' in record:
+        display.message(f"{spec.run_id}: {record['last_failure']}; attempt {attempt} resumes it "
+                        f"from iteration {record['resumed_from']} on {record.get('host', '?')}")
 
 
 def _wait_stopped(specs, timeout=task.STOP_WAIT_S):

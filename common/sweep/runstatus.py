@@ -3,8 +3,10 @@
 Beside train.py's own files (logs, checkpoints_NN/, tensorboard_NN/, flags_NN.json)
 the sweep keeps in each run folder:
 
-    sweep_state.json    the run's last known state: running (with host, pid, attempt),
-                        done, failed (with train.py's message), stopped
+    sweep_state.json    the run's last known state: queued, running (with host, Ray node,
+                        pid, attempt), done, failed (with train.py's message), stopped;
+                        and, once an attempt died, why (last_failure) and the iteration
+                        the next attempt resumed from (resumed_from)
     sweep_output.txt    train.py's stdout and stderr, every attempt, each after a line
                         with the command
 
@@ -66,6 +68,29 @@ def write_state(run_dir, **record):
         json.dump(record, f, indent=1, sort_keys=True)
         f.write('\n')
     os.replace(tmp, run_dir / STATE_FILE)
+
+
+def mark_queued(run_dir):
+    """Queued by a new `sweep run`. A record still 'running' (its attempt was lost with
+    the worker, node or driver) is kept as 'interrupted', so the task knows."""
+    record = read_state(run_dir)
+    if record.get('state') == 'running':
+        write_state(run_dir, state='queued', interrupted=record)
+    else:
+        write_state(run_dir, state='queued', **{k: record[k] for k in ('last_failure', 'resumed_from')
+                                                  if k in record})
+
+
+def attempts_note(record):
+    """'  [attempts: 2; last failure: ...; resumed from iteration 40]', or '' for a run
+    whose attempts never died."""
+    if not record.get('last_failure'):
+        return ''
+    note = f"attempts: {record.get('attempts', record.get('attempt', '?'))}; " \
+           f"last failure: {record['last_failure']}"
+    if 'resumed_from' in record:
+        note += f"; resumed from iteration {record['resumed_from']}"
+    return f'  [{note}]'
 
 
 def this_host():

@@ -14,10 +14,17 @@ the run folder's sweep_output.txt. Then, by train.py's exit code:
                       its last checkpoint with --resume, at most ``retries`` times
 
 A worker that is stopped (Ray cancels the task on Ctrl-C, or the worker exits) sends
-train.py SIGTERM and waits for its checkpoint; if the worker itself is killed, the
-kernel sends train.py SIGTERM (PR_SET_PDEATHSIG), so no train.py outlives its worker
-to write beside a retry. A worker lost with its machine is rerun by Ray (max_retries),
-and resumes in the same way from the shared run folder.
+train.py SIGTERM and waits for its checkpoint. If the worker itself is killed (its node
+lost, the sweep's driver killed), Ray ends train.py with it, or else the kernel sends
+train.py SIGTERM (PR_SET_PDEATHSIG) and it checkpoints and exits. A task Ray reruns
+(max_retries), on any node, or a new `sweep run` starts, first waits
+until no train.py holds the run's lock (common.locks: a train.py still checkpointing
+after its worker died, on this machine or another), so that it never writes beside
+one, then resumes from the shared run folder.
+
+The run's sweep_state.json records each attempt (host, Ray node, pid, the command), the
+iteration it resumed from and why the attempt before it ended, for the sweep's display
+and `status`.
 """
 import ctypes
 import os
@@ -28,7 +35,7 @@ import subprocess
 import sys
 import time
 
-from common import REPO_ROOT
+from common import REPO_ROOT, locks, runstate
 from common.sweep import runstatus
 
 PERMANENT_EXIT = 2
@@ -85,20 +92,41 @@ def failure_message(output_path, start_offset):
     return ' | '.join(errors[-3:]) if errors else ' | '.join(line.strip() for line in lines[-5:])
 
 
-def run_once(spec, argv, env, attempt, output_path):
-    """One train.py process; returns (exit code, output offset where it began)."""
+def this_node():
+    """The Ray node this task runs on (its id, shortened), or '' outside Ray."""
+    try:
+        import ray
+        return ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else ''
+    except Exception:   # noqa: BLE001 (a display detail; never fail a run for it)
+        return ''
+
+
+def exit_reason(code):
+    """'exit code 1', or 'killed by SIGKILL' for a negative code."""
+    if code < 0:
+        try:
+            return f'killed by {signal.Signals(-code).name}'
+        except ValueError:
+            return f'killed by signal {-code}'
+    return f'exit code {code}'
+
+
+def run_once(spec, argv, env, attempt, output_path, history):
+    """One train.py process; returns (exit code, output offset where it began).
+    ``history``: what the record says of the attempts before (resumed_from, last_failure)."""
     shown = f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']!r} " + shlex.join(
         ['python', f'{spec.entry}/train.py', *argv])
+    where = dict(host=runstatus.this_host(), node=this_node())
     with open(output_path, 'a') as out:
         out.write(f'\n### {time.strftime("%Y-%m-%d %H:%M:%S")} attempt {attempt} on '
-                  f'{runstatus.this_host()}: {shown}\n')
+                  f'{where["host"]}: {shown}\n')
         out.flush()
         start = out.tell()
         proc = subprocess.Popen([sys.executable, str(spec.script), *argv], cwd=REPO_ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=_die_with_parent)
         runstatus.write_state(spec.run_dir, state='running', attempt=attempt, pid=proc.pid,
-                              host=runstatus.this_host(), command=shown)
+                              command=shown, **where, **history)
         try:
             # Polled, not proc.wait(): Ray's cancel raises KeyboardInterrupt only between bytecodes.
             while proc.poll() is None:
@@ -115,8 +143,21 @@ def run_once(spec, argv, env, attempt, output_path):
                     proc.wait()
             done = runstatus.disk_state(spec).kind == 'done'
             runstatus.write_state(spec.run_dir, state='done' if done else 'stopped', attempt=attempt,
-                                  message=f'stopped by the sweep (exit code {proc.returncode})')
+                                  message=f'stopped by the sweep (exit code {proc.returncode})',
+                                  **history)
             raise
+
+
+def wait_for_previous_writer(spec, output_path):
+    """Until no train.py holds the lock of the run's newest log index (an earlier
+    attempt still checkpointing after its worker died); False after STOP_WAIT_S."""
+    files = runstate.latest_run(spec.run_dir)
+    if files is None or not locks.is_held(files.lock_file):
+        return True
+    with open(output_path, 'a') as out:
+        out.write(f'### waiting for the train.py of an earlier attempt to exit '
+                  f'({locks.holder(files.lock_file)})\n')
+    return locks.wait_until_free(files.lock_file, STOP_WAIT_S)
 
 
 def run_to_completion(spec, retries, gpus_per_run, restore_env):
@@ -124,31 +165,48 @@ def run_to_completion(spec, retries, gpus_per_run, restore_env):
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     output_path = spec.run_dir / runstatus.OUTPUT_FILE
     env = child_env(restore_env, visible_gpus(gpus_per_run))
-    # Rerun by Ray after its worker or machine was lost mid-run: keep counting its attempts.
     record = runstatus.read_state(spec.run_dir)
-    attempt = record.get('attempt', 0) if record.get('state') == 'running' else 0
+    # Still 'running': Ray reruns the task, its worker lost (with its node, say) while
+    # train.py ran; 'interrupted': a new `sweep run`, the one before having died
+    # (SIGKILL) with the run under way. Either way the attempts go on counting.
+    lost, record = ('its sweep driver died', record['interrupted']) if 'interrupted' in record \
+        else ('its Ray worker or node was lost', record)
+    attempt, history = 0, {}
+    if record.get('state') == 'running':
+        attempt = record.get('attempt', 0)
+        on = record.get('host', '?') + (f" (node {record['node']})" if record.get('node') else '')
+        history['last_failure'] = f'attempt {attempt} on {on}: {lost}'
+    elif record.get('last_failure'):
+        history['last_failure'] = record['last_failure']
     while True:
+        if not wait_for_previous_writer(spec, output_path):
+            return _finish(spec, 'failed', f'the train.py of an earlier attempt still held the run '
+                           f'after {STOP_WAIT_S} s', attempt, history)
         disk = runstatus.disk_state(spec)
         if disk.kind == 'done':
-            return _finish(spec, 'done', f'{disk.iteration} iterations', attempt)
-        argv = spec.argv + (['--resume'] if disk.kind == 'unfinished' else [])
+            return _finish(spec, 'done', f'{disk.iteration} iterations', attempt, history)
+        resuming = disk.kind == 'unfinished'
+        argv = spec.argv + (['--resume'] if resuming else [])
+        if attempt:
+            history['resumed_from'] = disk.iteration if resuming else 0
         attempt += 1
-        code, start = run_once(spec, argv, env, attempt, output_path)
+        code, start = run_once(spec, argv, env, attempt, output_path, history)
         if code == 0:
             if runstatus.disk_state(spec).kind != 'done':
                 return _finish(spec, 'failed', 'train.py exited 0 but its last checkpoint is not '
-                               f'at --max_iters {spec.flags.max_iters}', attempt)
+                               f'at --max_iters {spec.flags.max_iters}', attempt, history)
             continue
         message = failure_message(output_path, start)
         if code in STOPPED_EXITS:
-            return _finish(spec, 'stopped', f'exit code {code}: {message}', attempt)
+            return _finish(spec, 'stopped', f'exit code {code}: {message}', attempt, history)
         if code == PERMANENT_EXIT or (code == 1 and NON_FINITE in message):
-            return _finish(spec, 'failed', f'exit code {code}: {message}', attempt)
+            return _finish(spec, 'failed', f'exit code {code}: {message}', attempt, history)
+        history['last_failure'] = f'attempt {attempt} on {runstatus.this_host()}: {exit_reason(code)}'
         if attempt > retries:
-            return _finish(spec, 'failed', f'died {attempt} times (retries = {retries}); last exit '
-                           f'code {code}: {message}', attempt)
+            return _finish(spec, 'failed', f'died {attempt} times (retries = {retries}); last '
+                           f'{exit_reason(code)}: {message}', attempt, history)
 
 
-def _finish(spec, state, message, attempts):
-    runstatus.write_state(spec.run_dir, state=state, message=message, attempts=attempts)
-    return dict(run_id=spec.run_id, state=state, message=message, attempts=attempts)
+def _finish(spec, state, message, attempts, history):
+    runstatus.write_state(spec.run_dir, state=state, message=message, attempts=attempts, **history)
+    return dict(run_id=spec.run_id, state=state, message=message, attempts=attempts, **history)

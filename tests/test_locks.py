@@ -1,0 +1,113 @@
+"""Locks a killed process cannot leave held (common/locks.py): a run's lock, which
+train.py holds while it writes, and a sweep's, which `sweep run` holds."""
+import io
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from common import config, locks, runstate
+from conftest import ROOT, entry_flags, load_entry_point
+
+HOLD = '''
+import sys, time
+from common import locks
+held = locks.acquire(sys.argv[1])
+print('held' if held else 'busy', flush=True)
+time.sleep(120)
+'''
+
+
+@pytest.fixture
+def holder_process():
+    """``start(path)``: a process holding the lock at ``path`` (killed at the end)."""
+    procs = []
+
+    def start(path):
+        proc = subprocess.Popen([sys.executable, '-c', HOLD, str(path)], cwd=ROOT, stdout=subprocess.PIPE,
+                                text=True, env={'PYTHONPATH': str(ROOT)})
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == 'held'
+        return proc
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_lock_is_held_until_its_process_is_killed(tmp_path, holder_process):
+    path = tmp_path / 'x.lock'
+    assert not locks.is_held(path)                       # no file: free, and nothing created
+    assert not path.exists()
+    proc = holder_process(path)
+    assert locks.is_held(path) and locks.acquire(path) is None
+    assert locks.holder(path).startswith(f'pid {proc.pid} on ')
+    assert not locks.wait_until_free(path, timeout=0.3, poll=0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert locks.wait_until_free(path, timeout=5)        # the kernel released it
+    with locks.acquire(path) as held:
+        assert held is not None
+    assert not locks.is_held(path)
+
+
+def test_resume_is_refused_while_another_train_py_writes_the_run(tmp_path, holder_process):
+    module = load_entry_point('random_projection')
+    flags = entry_flags(module, '--log_dir', str(tmp_path))
+    flags.variant = module.VARIANT
+    files = runstate.new_run(tmp_path / config.run_name(flags))
+    files.checkpoint_dir.mkdir(parents=True)
+    files.train_log.touch()
+    (files.checkpoint_dir / 'checkpoint').write_text('model_checkpoint_path: "ckpt-40"\n')
+    runstate.save_flags(files, flags, config.run_name(flags))
+    proc = holder_process(files.lock_file)
+    with pytest.raises(config.FlagError, match=rf'--resume: run 00 in .* is being written by another '
+                                               rf'train.py \(pid {proc.pid} on .*\); wait until it ends'):
+        config.check_run_folder(entry_flags(module, '--log_dir', str(tmp_path), '--resume'))
+    proc.kill()
+    proc.wait()
+    config.check_run_folder(entry_flags(module, '--log_dir', str(tmp_path), '--resume'))
+
+
+def test_a_second_sweep_run_is_refused_while_one_holds_the_sweep_and_not_after_it_was_killed(
+        tmp_path, capsys, holder_process):
+    from common.sweep import ray_runner, sweepfile
+    from common.sweep.progress import Display
+    (tmp_path / 's.toml').write_text('name = "s"\nseeds = [1]\n[[run]]\nentry = "mhe"\n')
+    sweep = sweepfile.load(tmp_path / 's.toml', log_root=tmp_path / 'logs')
+    sweep.folder.mkdir(parents=True)
+    proc = holder_process(sweep.folder / ray_runner.DRIVER_LOCK)
+    assert ray_runner.driver_alive(sweep.folder)
+    assert ray_runner.run_sweep(sweep, display=Display(out=io.StringIO(), tty=False)) == 2
+    assert f'another `sweep run` of this sweep is running (pid {proc.pid} on ' in capsys.readouterr().err
+    assert [p.name for p in sweep.folder.iterdir()] == [ray_runner.DRIVER_LOCK]    # nothing started
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not ray_runner.driver_alive(sweep.folder)
+    with ray_runner.take_driver_lock(sweep.folder) as held:   # what the next `sweep run` takes
+        assert held is not None
+
+
+def test_a_sweep_retry_waits_for_the_train_py_of_an_earlier_attempt(tmp_path, holder_process,
+                                                                      monkeypatch):
+    from common.sweep import task
+    run_dir = tmp_path / 'run'
+    files = runstate.new_run(run_dir)
+    run_dir.mkdir()
+    files.train_log.touch()
+
+    class Spec:
+        pass
+    spec = Spec()
+    spec.run_dir = run_dir
+    output = run_dir / 'sweep_output.txt'
+    assert task.wait_for_previous_writer(spec, output)          # nobody holds it: at once
+    assert not output.exists()
+    proc = holder_process(files.lock_file)
+    monkeypatch.setattr(task, 'STOP_WAIT_S', 0.5)
+    assert not task.wait_for_previous_writer(spec, output)      # still held after STOP_WAIT_S
+    assert f'waiting for the train.py of an earlier attempt to exit (pid {proc.pid} on ' in output.read_text()
+    proc.kill()
+    proc.wait()
+    assert task.wait_for_previous_writer(spec, output)

@@ -4,7 +4,6 @@ link of the README and docs/ resolves, and no tracked file names a commit hash
 import ast
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 

@@ -22,5 +22,11 @@ def comhe_term(flags):
                                                   flags.lookahead_decay)
 
 
+def keras_terms(flags):
+    """The same term for --engine keras."""
+    from common.keras_engine.terms import learned_projection
+    return learned_projection('angle', flags.pd, flags.iters, flags.lookahead_decay)
+
+
 if __name__ == '__main__':
-    sys.exit(entry.main(__doc__, VARIANT, DEFAULTS, comhe_term))
+    sys.exit(entry.main(__doc__, VARIANT, DEFAULTS, comhe_term, keras_terms=keras_terms))

@@ -18,7 +18,7 @@ import tensorflow.compat.v1 as tf
 from bench import legacy
 from bench.gpu_kernels import ops_without_gpu_kernel
 from bench.machine import MachineLoad
-from common import config, training
+from common import config, loop, training
 from common.pipeline import TrainBatchPrefetcher, TrainBatches
 from common.projections import learned_projection_term
 
@@ -200,7 +200,7 @@ def run_loop(key, impl, args, dataset, tmp):
     recorder = CallRecorder()
     patches = recorder.patches()
     if impl == 'old':
-        patches += [mock.patch.object(training, '_loop', legacy.loop),
+        patches += [mock.patch.object(loop, 'run_loop', legacy.loop),
                     mock.patch.object(training, 'evaluate', legacy.evaluate)]
     for p in patches:
         p.start()

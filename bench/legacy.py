@@ -10,15 +10,15 @@ side by side with the current ones; training never uses this module.
   read P (``learned_projection_term(..., iters=0)``), as they all did then.
 - Evaluation: 100 test images per ``Session.run``.
 
-``loop`` and ``evaluate`` take the place of ``common.training._loop`` and
+``loop`` and ``evaluate`` take the place of ``common.loop.run_loop`` and
 ``common.training.evaluate`` (same arguments); the body of ``loop`` is the old
-one, line for line, apart from where it gets its session and batches.
+one, line for line, apart from where it gets its session, graph and batches.
 """
 import signal
 import sys
 
 from common import pipeline, runlog, training
-from common.training import LOG_EVERY, Progress, StopSignals, _append, _check_finite, _scalars
+from common.loop import LOG_EVERY, Progress, StopSignals, append, check_finite
 
 OLD_TEST_BATCH = 100
 
@@ -36,8 +36,10 @@ def evaluate(calls, images, labels):
     return correct / len(labels)
 
 
-def loop(flags, g, calls, files, start, train_x, train_y, events, checkpoint, test_line):
-    sess = calls.sess
+def loop(flags, train_step, files, start, train_x, train_y, scalars, checkpoint, test_line,
+         has_energy=True):
+    calls = train_step.__self__          # training.SessionCalls.train
+    sess, g = calls.sess, calls.g
     progress = Progress(start, flags.max_iters, flags.batch_size)
     fetches = [g.fit, g.reg, g.thom, g.thomf, g.acc, g.train_op]
     last = flags.max_iters - 1
@@ -51,12 +53,12 @@ def loop(flags, g, calls, files, start, train_x, train_y, events, checkpoint, te
                 sess.run(g.p_steps, {g.lr: lr})
             fit, reg, thom, thomf, acc, _ = sess.run(
                 fetches, {g.images: x, g.labels: y, g.is_training: True, g.lr: lr})
-            _check_finite(it, dict(fit=fit, reg=reg, thom=thom, thomf=thomf))
+            check_finite(it, dict(fit=fit, reg=reg, thom=thom, thomf=thomf))
             if it % LOG_EVERY == 0:
                 energy = (thom, thomf) if g.model.layer_terms else (None, None)
                 line = runlog.format_train_line(it, fit, reg, acc, *energy)
-                _append(files.train_log, line)
-                _scalars(events, it, fit=fit, reg=reg, thom=thom, thomf=thomf, lr=lr, train_acc=acc)
+                append(files.train_log, line)
+                scalars(it, fit=fit, reg=reg, thom=thom, thomf=thomf, lr=lr, train_acc=acc)
                 print(f'{line}  [{progress(it)}]', flush=True)
             if it % flags.eval_every == 0 and 0 < it < last:
                 test_line(it)

@@ -26,6 +26,9 @@ VARIANT_FLAGS = {
 CHOICES = {'model_name': ('baseline', 'mhe', 'half_mhe'), 'power_s': ('0', '1', '2', 'a0', 'a1', 'a2')}
 
 
+ENGINES = ('tf1', 'keras')
+
+
 class FlagError(ValueError):
     """A flag value that cannot work; the message names the flag and the allowed values."""
 
@@ -70,6 +73,10 @@ def build_parser(description, variant, variant_defaults):
     p.add_argument('--width', type=float, default=1.0,
                    help='channel multiplier of CNN-9 (1.0 is the paper\'s network; '
                         'smaller for quick checks on a CPU)')
+    p.add_argument('--engine', choices=ENGINES, default='tf1',
+                   help='tf1: the TensorFlow graph of the release; keras: the same protocol '
+                        'with Keras 3 on the backend KERAS_BACKEND names (jax, tensorflow, '
+                        'torch), e.g. JAX on a GPU without TensorFlow (docs/keras_engine.md)')
     p.add_argument('--bn_zero_debias', action='store_true',
                    help='zero-debias the batch-norm moving averages used at test time (a '
                         'deviation: the release did not, so its test accuracy stays near '

@@ -9,16 +9,20 @@ import sys
 from common import config
 
 
-def main(description, variant, variant_defaults, energy_terms, argv=None):
-    """A train.py's whole job: flags, then (TensorFlow imported only now) training.
+def main(description, variant, variant_defaults, energy_terms, argv=None, keras_terms=None):
+    """A train.py's whole job: flags, then (TensorFlow or Keras imported only now) training.
 
-    ``energy_terms(flags)`` gives the hidden-layer term ``fn(W, ctx)``, or a
-    dict of ``hidden_term``, ``first_term`` and ``score_term`` (see model.cnn9).
+    ``energy_terms(flags)`` gives the TF1 engine's hidden-layer term ``fn(W, ctx)``, or a
+    dict of ``hidden_term``, ``first_term`` and ``score_term`` (see model.cnn9);
+    ``keras_terms(flags)`` the Keras engine's ``common.keras_engine.terms.Terms``.
     """
     flags = config.parse(description, variant, variant_defaults, argv)
-    terms = energy_terms(flags)
-    terms = terms if isinstance(terms, dict) else dict(hidden_term=terms)
     try:
+        if flags.engine == 'keras':
+            from common.keras_engine.engine import train as keras_train
+            return keras_train(flags, config.run_name(flags), keras_terms(flags))
+        terms = energy_terms(flags)
+        terms = terms if isinstance(terms, dict) else dict(hidden_term=terms)
         from common.training import train
         return train(flags, config.run_name(flags), **terms)
     except KeyboardInterrupt:

@@ -28,7 +28,7 @@ from common import locks, runlog
 # Flags that change what a run computes; a resume must not change them.
 TRAINING_FLAGS = ('variant', 'base_lr', 'batch_size', 'random_seed', 'pd', 'pn', 'pnd', 'iters',
                   'max_iters', 'eval_every', 'width', 'model_name', 'power_s', 'bn_zero_debias',
-                  'lookahead_decay')
+                  'lookahead_decay', 'engine')
 _ITER = re.compile(r'^(?:====|\+\+\+\+)iter_(\d+):')
 
 
@@ -120,6 +120,8 @@ def changed_flags(files, flags):
     saved.setdefault('bn_zero_debias', True)
     # AP runs from before --lookahead_decay existed had P's decay in the look-ahead.
     saved.setdefault('lookahead_decay', True)
+    # Runs from before --engine existed are the TF1 graph's (its checkpoints).
+    saved.setdefault('engine', 'tf1')
     return [(k, getattr(flags, k), v) for k, v in saved.items()
             if hasattr(flags, k) and getattr(flags, k) != v]
 

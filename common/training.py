@@ -13,9 +13,7 @@ background thread: the host adds well under a millisecond to a step.
 """
 import math
 import os
-import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,23 +21,15 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import config_pb2
 
-from common import data, device, locks, pipeline, runlog, runstate
+from common import data, device, loop, pipeline, runlog, runstate
+from common.loop import RESTART_ADVICE, NonFiniteLoss
 from common.schedule import learning_rate, scaled_widths
 from common.model import cnn9, comhe_first_term, comhe_score_term
 from common.projections import (LEARNED_COLLECTION, P_OBJECTIVE_COLLECTION, WEIGHT_DECAY,
                                 projection_descent)
 
-LOG_EVERY = 100
 LABEL_SMOOTHING = 0.01
 EVAL_BATCH = 1000   # test images per session call (the protocol's 100 give the same accuracy, see evaluate)
-
-
-class NonFiniteLoss(RuntimeError):
-    """A logged term, or a weight about to be saved, became NaN or inf."""
-
-
-RESTART_ADVICE = ('lower --base_lr or check the input data, and start a new run without '
-                  '--resume (a resume would replay the same steps)')
 
 
 @dataclass
@@ -175,81 +165,19 @@ def evaluate(calls, images, labels, batch_size=EVAL_BATCH):
     return correct / len(labels)
 
 
-def _check_finite(iteration, values):
-    bad = [name for name, v in values.items() if not math.isfinite(v)]
-    if bad:
-        raise NonFiniteLoss(
-            f'non-finite loss at iteration {iteration}: {", ".join(bad)} = '
-            f'{", ".join(str(values[b]) for b in bad)}; {RESTART_ADVICE}')
-
-
-def _duration(seconds):
-    seconds = int(seconds)
-    return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'
-
-
-class Progress:
-    """images/s over the last log interval and the ETA, for stdout."""
-
-    def __init__(self, start_iter, max_iters, batch_size):
-        self.max_iters, self.batch_size = max_iters, batch_size
-        self.last_iter, self.last_time = start_iter, time.perf_counter()
-
-    def __call__(self, iteration):
-        now = time.perf_counter()
-        done = iteration - self.last_iter
-        if done <= 0:
-            return 'starting'
-        per_iter = (now - self.last_time) / done
-        self.last_iter, self.last_time = iteration, now
-        eta = per_iter * (self.max_iters - 1 - iteration)
-        return f'{self.batch_size / per_iter:.0f} img/s, ETA {_duration(eta)}'
-
-
-class StopSignals:
-    """Turn SIGINT/SIGTERM into a flag the loop checks between iterations,
-    so that it can checkpoint and exit cleanly instead of dying mid-step."""
-
-    def __init__(self):
-        self.signum = None
-
-    def __enter__(self):
-        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
 def train(flags, run_name, hidden_term, dataset=None, **graph_kwargs):
     """Train one configuration (or resume it with flags.resume); returns the exit code.
 
     ``dataset``: (train_images, train_labels, test_images, test_labels) to use
     instead of CIFAR-100 from ``flags.data_dir`` (uint8 [n, 32, 32, 3], int).
     """
-    if dataset is None:
-        try:
-            dataset = data.load_cifar100(flags.data_dir, **_md5_kwargs(flags))
-        except data.DataError as e:
-            print(f'error: {e}', file=sys.stderr)
-            return 2
-    train_x, train_y, test_x, test_y = dataset
-    for name, images in (('train', train_x), ('test', test_x)):
-        if np.asarray(images).dtype != np.uint8:
-            raise ValueError(f'dataset: the {name} images are {np.asarray(images).dtype}, '
-                             f'expected uint8 [n, 32, 32, 3] (pixel values 0..255)')
-    train_y, test_y = np.asarray(train_y, np.int64), np.asarray(test_y, np.int64)
     print(device.describe(), flush=True)
-    run_dir = flags.log_dir / run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    files = runstate.latest_run(run_dir) if flags.resume else runstate.new_run(run_dir)
-    # Held while this process writes the run: a second train.py (a sweep's retry, a
-    # --resume typed twice) cannot write beside it; the kernel releases it however we exit.
-    held = locks.acquire(files.lock_file)
+    try:
+        train_x, train_y, test_x, test_y = loop.load_dataset(flags, dataset)
+    except data.DataError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    files, held = loop.open_run(flags, run_name)
     if held is None:
         print(f'error: {runstate.busy_message(files)}', file=sys.stderr)
         return 2
@@ -308,79 +236,22 @@ def _train_run(flags, run_name, hidden_term, graph_kwargs, files, train_x, train
 
         def test_line(iteration):
             acc = evaluate(calls, test_x, test_y)
-            _append(files.test_log, runlog.format_test_line(iteration, acc))
+            loop.append(files.test_log, runlog.format_test_line(iteration, acc))
             _scalars(events, iteration, test_acc=acc)
             print(runlog.format_test_line(iteration, acc), flush=True)
 
         try:
             if not flags.resume:
                 checkpoint(0)   # so that a run killed early can still be resumed
-            code = _loop(flags, g, calls, files, start, train_x, train_y, events, checkpoint,
-                         test_line)
+            code = loop.run_loop(flags, calls.train, files, start, train_x, train_y,
+                                 lambda it, **values: _scalars(events, it, **values), checkpoint,
+                                 test_line, has_energy=bool(g.model.layer_terms))
         except NonFiniteLoss as e:
-            last = files.checkpoint_iteration()
-            kept = f'the last good checkpoint is at iteration {last}' if last is not None \
-                else 'no checkpoint was written'
-            print(f'error: {e}\n{kept}; the logs so far are in {files.train_log.parent}',
-                  file=sys.stderr)
-            code = 1
+            code = loop.report_non_finite(e, files)
         events.close()
     return code
-
-
-def _loop(flags, g, calls, files, start, train_x, train_y, events, checkpoint, test_line):
-    """Iterations start .. max_iters - 1, then the final test line and checkpoint;
-    returns the exit code (128 + signal number when stopped by SIGINT/SIGTERM).
-
-    Between two steps the host only takes a ready batch from the prefetcher,
-    checks the four losses and, every LOG_EVERY iterations, writes the log line."""
-    progress = Progress(start, flags.max_iters, flags.batch_size)
-    last = flags.max_iters - 1
-    with pipeline.TrainBatchPrefetcher(train_x, train_y, flags.random_seed, flags.batch_size,
-                                   start_iter=start) as batches, StopSignals() as stop:
-        for it in range(start, flags.max_iters):
-            x, y = next(batches)
-            lr = learning_rate(it, flags.base_lr, flags.max_iters)
-            fit, reg, thom, thomf, acc = calls.train(x, y, lr)
-            _check_finite(it, dict(fit=fit, reg=reg, thom=thom, thomf=thomf))
-            if it % LOG_EVERY == 0:
-                # No energy at all (the MHE baseline): the release's shorter line.
-                energy = (thom, thomf) if g.model.layer_terms else (None, None)
-                line = runlog.format_train_line(it, fit, reg, acc, *energy)
-                _append(files.train_log, line)
-                _scalars(events, it, fit=fit, reg=reg, thom=thom, thomf=thomf, lr=lr, train_acc=acc)
-                print(f'{line}  [{progress(it)}]', flush=True)
-            if it % flags.eval_every == 0 and 0 < it < last:   # the last one comes below
-                test_line(it)
-            if it == last:
-                break            # a signal now: finishing costs only the final test
-            if stop.signum is not None:
-                checkpoint(it + 1)
-                name = signal.Signals(stop.signum).name
-                print(f'{name}: checkpoint saved at iteration {it + 1}; continue with the '
-                      f'same command and --resume', file=sys.stderr, flush=True)
-                return 128 + stop.signum
-            if (it + 1) % flags.ckpt_every == 0:
-                checkpoint(it + 1)
-        test_line(last)
-        checkpoint(flags.max_iters)
-    return 0
 
 
 def _scalars(writer, step, **values):
     writer.add_summary(tf.Summary(value=[tf.Summary.Value(tag=k, simple_value=float(v))
                                          for k, v in values.items()]), step)
-
-
-def _append(path, line):
-    with open(path, 'a') as f:
-        f.write(line + '\n')
-
-
-def _md5_kwargs(flags):
-    """Expected checksums: the official ones unless --data_md5 names others."""
-    sums = data.parse_md5_flag(getattr(flags, 'data_md5', None))
-    kwargs = {'file_md5': {k: sums[k] for k in ('train', 'test') if k in sums}} if sums else {}
-    if 'archive' in sums:
-        kwargs['archive_md5'] = sums['archive']
-    return kwargs

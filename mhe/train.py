@@ -47,5 +47,11 @@ def energy_terms(flags):
     return dict(hidden_term=hidden_term, first_term=first_term, score_term=score_term)
 
 
+def keras_terms(flags):
+    """The same terms for --engine keras."""
+    from common.keras_engine.terms import mhe_rows
+    return mhe_rows(flags.model_name, flags.power_s, *term_weights(flags.power_s))
+
+
 if __name__ == '__main__':
-    sys.exit(entry.main(__doc__, VARIANT, DEFAULTS, energy_terms))
+    sys.exit(entry.main(__doc__, VARIANT, DEFAULTS, energy_terms, keras_terms=keras_terms))

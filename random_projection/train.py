@@ -24,5 +24,11 @@ def comhe_term(flags):
     return term
 
 
+def keras_terms(flags):
+    """The same term for --engine keras."""
+    from common.keras_engine.terms import random_projection
+    return random_projection(flags.pd, flags.pn, flags.pnd)
+
+
 if __name__ == '__main__':
-    sys.exit(entry.main(__doc__, VARIANT, DEFAULTS, comhe_term))
+    sys.exit(entry.main(__doc__, VARIANT, DEFAULTS, comhe_term, keras_terms=keras_terms))

@@ -72,15 +72,15 @@ def test_non_finite_values_stop_with_a_clear_message(cifar_fixture, tmp_path, ca
 def run_in_process(cifar_fixture, log_dir, signal_at, max_iters=30):
     """RP's train.py in this process, sending itself SIGTERM during iteration ``signal_at``."""
     import os
-    from common import training
-    schedule = training.learning_rate
+    from common import loop
+    schedule = loop.learning_rate
 
     def learning_rate(iteration, *args):
         if iteration == signal_at:
             os.kill(os.getpid(), signal.SIGTERM)
         return schedule(iteration, *args)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(training, 'learning_rate', learning_rate)
+        mp.setattr(loop, 'learning_rate', learning_rate)
         return train_in_process('random_projection', *cifar_fixture, *QUICK, '--pn', '2',
                                 '--max_iters', str(max_iters), '--eval_every', '10',
                                 '--log_dir', str(log_dir))

@@ -40,7 +40,7 @@ from common.sweep import runstatus
 
 PERMANENT_EXIT = 2
 STOPPED_EXITS = (128 + signal.SIGINT, 128 + signal.SIGTERM)
-# train.py's message for a non-finite loss or weights (common.training.RESTART_ADVICE).
+# train.py's message for a non-finite loss or weights (common.loop.RESTART_ADVICE).
 NON_FINITE = 'start a new run without --resume'
 STOP_WAIT_S = 600
 POLL_S = 0.2

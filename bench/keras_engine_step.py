@@ -1,0 +1,141 @@
+"""Times the Keras engine's training step (``train.py --engine keras``) and its test
+pass on the backend KERAS_BACKEND names, and projects the wall time of a full run
+(75,000 iterations, a test pass every 500: 150 passes).
+
+    KERAS_BACKEND=jax python bench/keras_engine_step.py                      # full width, batch 128
+    KERAS_BACKEND=jax python bench/keras_engine_step.py --quick              # a smoke test
+
+The step is the engine's own compiled step (common/keras_engine/step.py: P steps,
+RP draws and the momentum update included, one device call), on random batches, for
+no energy, half-space MHE, RP (40, 20), AP (30, 1) and AdvP (30, 10). The
+configurations are interleaved round by round; each round times ``--steps`` steps
+after one untimed step (compilation). Prints a Markdown table; ``--json`` writes
+the figures with the machine and the command.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from common.keras_engine import engine, network, step as steps, terms as kterms  # noqa: E402
+from common.schedule import FULL_ITERS, scaled_widths  # noqa: E402
+
+CONFIGS = {
+    'no energy': kterms.mhe_rows('baseline', '2', 1.0, 10.0),
+    "half-space MHE ('2')": kterms.mhe_rows('half_mhe', '2', 1.0, 10.0),
+    'RP (pd 40, pn 20)': kterms.random_projection(40, 20, 0),
+    'AP (pd 30, iters 1)': kterms.learned_projection('angle', 30, 1),
+    'AdvP (pd 30, iters 10)': kterms.learned_projection('adversarial', 30, 10),
+}
+TEST_PASSES = FULL_ITERS // 500
+TEST_IMAGES = 10000
+
+
+def block(values):
+    """Wait for the device: a value fetched to the host."""
+    return [float(v) for v in values]
+
+
+def prepare(name, width, batch_size, seed=345):
+    model = network.cnn9(scaled_widths(width), 100)
+    step = steps.compiled(steps.make_train_step(model, CONFIGS[name], seed))
+    state = steps.initial_state(model, CONFIGS[name], seed)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 100, batch_size)
+    start = time.perf_counter()
+    state, values = step(state, x, y, np.float32(0.1))
+    block(values)
+    return dict(model=model, step=step, state=state, x=x, y=y,
+                compile_s=time.perf_counter() - start)
+
+
+def time_steps(run, n):
+    start = time.perf_counter()
+    for _ in range(n):
+        run['state'], values = run['step'](run['state'], run['x'], run['y'], np.float32(0.1))
+    block(values)
+    return (time.perf_counter() - start) / n
+
+
+def time_test_pass(run, images):
+    predict = engine.make_predict(run['model'])
+    labels = np.zeros(len(images), np.int64)
+    engine.evaluate(predict, run['state'], images[:engine.EVAL_BATCH], labels[:engine.EVAL_BATCH])
+    start = time.perf_counter()
+    engine.evaluate(predict, run['state'], images, labels)
+    return time.perf_counter() - start
+
+
+def machine():
+    return dict(backend=keras.backend.backend(), keras=keras.__version__, python=platform.python_version(),
+                processor=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+                device=engine.describe_device(), date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+                command=' '.join(['python', *sys.argv]))
+
+
+def report(result):
+    base = result['step_s']['no energy']
+    lines = [f"{result['machine']['device']}; backend {result['machine']['backend']}, width "
+             f"{result['width']}, batch {result['batch_size']}, {result['rounds']} rounds of "
+             f"{result['steps']} steps", '',
+             '| configuration | step (ms), median of rounds | x no energy | compile (s) | '
+             'projected full run (h) |', '|---|---|---|---|---|']
+    for name, seconds in result['step_s'].items():
+        total = FULL_ITERS * seconds + TEST_PASSES * result['test_pass_s']
+        lines.append(f"| {name} | {1e3 * seconds:.2f} | {seconds / base:.3f} | "
+                     f"{result['compile_s'][name]:.1f} | {total / 3600:.2f} |")
+    lines += ['', f"test pass ({TEST_IMAGES} images, {engine.EVAL_BATCH} a call): "
+              f"{result['test_pass_s']:.2f} s; a full run: {FULL_ITERS} steps + {TEST_PASSES} passes"]
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--width', type=float, default=1.0)
+    p.add_argument('--batch_size', type=int, default=128)
+    p.add_argument('--steps', type=int, default=20, help='timed steps per configuration and round')
+    p.add_argument('--rounds', type=int, default=3)
+    p.add_argument('--configs', default=','.join(CONFIGS), help='comma-separated, of: ' + ', '.join(CONFIGS))
+    p.add_argument('--quick', action='store_true', help='width 0.125, batch 16, 2 steps, 1 round')
+    p.add_argument('--json', type=Path, help='write the figures here')
+    args = p.parse_args(argv)
+    if args.quick:
+        args.width, args.batch_size, args.steps, args.rounds = 0.125, 16, 2, 1
+    names = args.configs.split(',')
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        p.error(f'unknown configuration(s) {unknown}; choose among {list(CONFIGS)}')
+    runs = {}
+    for name in names:
+        runs[name] = prepare(name, args.width, args.batch_size)
+        print(f'compiled {name}: {runs[name]["compile_s"]:.1f} s', file=sys.stderr, flush=True)
+    times = {name: [] for name in names}
+    for r in range(args.rounds):
+        for name in names:
+            times[name].append(time_steps(runs[name], args.steps))
+        print(f'round {r + 1}: ' + ', '.join(f'{n} {1e3 * t[-1]:.1f} ms' for n, t in times.items()),
+              file=sys.stderr, flush=True)
+    images = np.random.default_rng(1).integers(0, 256, (TEST_IMAGES, 32, 32, 3), dtype=np.uint8)
+    result = dict(machine=machine(), width=args.width, batch_size=args.batch_size, steps=args.steps,
+                  rounds=args.rounds, step_s={n: statistics.median(t) for n, t in times.items()},
+                  rounds_s=times, compile_s={n: r['compile_s'] for n, r in runs.items()},
+                  test_pass_s=time_test_pass(runs[names[0]], images))
+    print(report(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

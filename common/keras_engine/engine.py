@@ -1,0 +1,217 @@
+"""``train.py --engine keras``: the protocol of docs/protocol.md with a Keras 3 CNN-9 on
+the backend ``KERAS_BACKEND`` names (jax, tensorflow, torch), through the same loop,
+logs, run files, locks and batches as the TF1 engine (``common.loop``).
+
+Engine-specific here: the state (weights, momentum, BN averages, P, step) and its
+checkpoints, ``checkpoints_NN/ckpt-K.npz`` with a TF-style ``checkpoint`` index file
+(so ``runstate`` and the sweeps read them as the TF1 engine's), the last two kept,
+each written to a temporary file and renamed; the test pass; TensorBoard scalars
+(when TensorFlow is installed: the JAX and PyTorch backends do not need it).
+"""
+import os
+import socket
+import sys
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+from common import data, loop, pipeline, runlog
+from common.keras_engine import network, step as steps
+from common.schedule import scaled_widths
+
+EVAL_BATCH = 1000
+KEEP_CHECKPOINTS = 2
+
+
+def state_arrays(state):
+    """The state as a flat dict of NumPy arrays (a checkpoint's content)."""
+    out = {'step': np.asarray(state['step'])}
+    for part in ('trainable', 'non_trainable', 'accum', 'P'):
+        for i, value in enumerate(state[part]):
+            out[f'{part}/{i:03d}'] = np.asarray(value)
+    return out
+
+
+def state_from_arrays(arrays):
+    state = {'step': ops.convert_to_tensor(arrays['step'])}
+    for part in ('trainable', 'non_trainable', 'accum', 'P'):
+        keys = sorted(k for k in arrays if k.startswith(f'{part}/'))
+        state[part] = [ops.convert_to_tensor(arrays[k]) for k in keys]
+    return state
+
+
+def save_checkpoint(folder, state, iteration):
+    """ckpt-<iteration>.npz, then the index naming it, then the older ones beyond two go."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f'ckpt-{iteration}.npz'
+    tmp = folder / f'.ckpt-{iteration}.npz.tmp'
+    with open(tmp, 'wb') as f:
+        np.savez(f, **state_arrays(state))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    kept = sorted((int(p.stem.split('-')[1]) for p in folder.glob('ckpt-*.npz')))[-KEEP_CHECKPOINTS:]
+    index = ''.join([f'model_checkpoint_path: "ckpt-{iteration}"\n'] +
+                    [f'all_model_checkpoint_paths: "ckpt-{k}"\n' for k in kept])
+    (folder / '.checkpoint.tmp').write_text(index)
+    os.replace(folder / '.checkpoint.tmp', folder / 'checkpoint')
+    for p in folder.glob('ckpt-*.npz'):
+        if int(p.stem.split('-')[1]) not in kept:
+            p.unlink()
+
+
+def load_checkpoint(folder, iteration):
+    with np.load(folder / f'ckpt-{iteration}.npz') as f:
+        return state_from_arrays(dict(f))
+
+
+class Scalars:
+    """TensorBoard scalars: event files written with TensorFlow's record writer where
+    TensorFlow is installed (as the TF1 engine's; the JAX and PyTorch backends do not
+    need it), starting with a session-start event at the first iteration, so that
+    TensorBoard drops what a killed run wrote after its checkpoint."""
+
+    def __init__(self, folder, start):
+        try:
+            import tensorflow as tf
+            from tensorflow.core.framework import summary_pb2
+            from tensorflow.core.util import event_pb2
+        except ImportError:
+            self.writer = None
+            print('note: TensorFlow is not installed, so no TensorBoard events are written '
+                  '(the logs are)', file=sys.stderr)
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        self.summary, self.event = summary_pb2, event_pb2
+        name = f'events.out.tfevents.{time.time():.0f}.{socket.gethostname()}.keras'
+        self.writer = tf.io.TFRecordWriter(str(folder / name))
+        self._write(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
+        self._write(event_pb2.Event(wall_time=time.time(), step=start, session_log=event_pb2.SessionLog(
+            status=event_pb2.SessionLog.START)))
+
+    def _write(self, event):
+        self.writer.write(event.SerializeToString())
+        self.writer.flush()
+
+    def __call__(self, iteration, **values):
+        if self.writer is None:
+            return
+        summary = self.summary.Summary(value=[self.summary.Summary.Value(tag=k, simple_value=float(v))
+                                              for k, v in values.items()])
+        self._write(self.event.Event(wall_time=time.time(), step=iteration, summary=summary))
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+def make_predict(model):
+    """``predict(state, images) -> logits``, test mode, compiled where it helps."""
+    def predict(trainable, non_trainable, images):
+        return model.stateless_call(trainable, non_trainable, images, training=False)[0]
+    if keras.backend.backend() == 'jax':
+        import jax
+        predict = jax.jit(predict)
+    return lambda state, images: predict(state['trainable'], state['non_trainable'], images)
+
+
+def evaluate(predict, state, images, labels):
+    correct = 0
+    for x, y in pipeline.test_batches(images, labels, EVAL_BATCH):
+        correct += int(np.sum(np.argmax(np.asarray(predict(state, x)), 1) == y))
+    return correct / len(labels)
+
+
+def describe_device():
+    """The first line of a run: the backend's device, or that it uses the CPU and why."""
+    backend = keras.backend.backend()
+    if backend == 'jax':
+        import jax
+        d = jax.devices()[0]
+        if d.platform == 'gpu':
+            return f'device: GPU {d.device_kind} (JAX)'
+        return ('device: CPU (JAX finds no GPU: its CPU build, or no NVIDIA driver; on a GPU '
+                'machine install JAX with CUDA, pip install "jax[cuda12]")')
+    if backend == 'torch':
+        import torch
+        if torch.cuda.is_available():
+            return f'device: GPU {torch.cuda.get_device_name(0)} (PyTorch)'
+        why = 'its CPU build' if torch.version.cuda is None else 'no usable NVIDIA GPU'
+        return f'device: CPU (PyTorch finds no GPU: {why})'
+    from common import device
+    return device.describe()
+
+
+def train(flags, run_name, terms, dataset=None):
+    """Train one configuration with the Keras engine (or resume it); returns the exit code."""
+    print(describe_device(), flush=True)
+    try:
+        train_x, train_y, test_x, test_y = loop.load_dataset(flags, dataset)
+    except data.DataError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    files, held = loop.open_run(flags, run_name)
+    if held is None:
+        from common import runstate
+        print(f'error: {runstate.busy_message(files)}', file=sys.stderr)
+        return 2
+    with held:
+        return _train_run(flags, run_name, terms, files, train_x, train_y, test_x, test_y)
+
+
+def _train_run(flags, run_name, terms, files, train_x, train_y, test_x, test_y):
+    from common import runstate
+    keras.utils.set_random_seed(flags.random_seed)
+    n_class = 100   # as the TF1 engine: CIFAR-100's classes, whatever the data set's labels
+    model = network.cnn9(scaled_widths(flags.width), n_class, flags.bn_zero_debias,
+                         seed=flags.random_seed)
+    if flags.resume:
+        start = files.checkpoint_iteration()
+        state = load_checkpoint(files.checkpoint_dir, start)
+        for path in (files.train_log, files.test_log):
+            runstate.truncate_log(path, start)
+        print(f'resuming run {files.index:02d} at iteration {start}', flush=True)
+    else:
+        start = 0
+        state = steps.initial_state(model, terms, flags.random_seed)
+        files.checkpoint_dir.mkdir()
+        files.train_log.touch()
+        files.test_log.touch()
+        runstate.save_flags(files, flags, run_name)
+    print(f'logs: {files.train_log} and {files.test_log.name}', flush=True)
+    train_step = steps.compiled(steps.make_train_step(model, terms, flags.random_seed, n_class))
+    predict = make_predict(model)
+    scalars = Scalars(files.tensorboard_dir, start)
+    current = {'state': state}
+
+    def step(x, y, lr):
+        current['state'], values = train_step(current['state'], x, y, np.float32(lr))
+        return [float(v) for v in values]
+
+    def checkpoint(iteration):
+        arrays = state_arrays(current['state'])
+        bad = [k for k, v in arrays.items() if v.dtype.kind == 'f' and not np.isfinite(v).all()]
+        if bad:
+            raise loop.NonFiniteLoss(f'the update of iteration {iteration - 1} left weights that '
+                                     f'cannot be saved (non-finite {", ".join(bad[:3])}); '
+                                     f'{loop.RESTART_ADVICE}')
+        save_checkpoint(files.checkpoint_dir, current['state'], iteration)
+
+    def test_line(iteration):
+        acc = evaluate(predict, current['state'], test_x, test_y)
+        loop.append(files.test_log, runlog.format_test_line(iteration, acc))
+        scalars(iteration, test_acc=acc)
+        print(runlog.format_test_line(iteration, acc), flush=True)
+
+    try:
+        if not flags.resume:
+            checkpoint(0)
+        code = loop.run_loop(flags, step, files, start, train_x, train_y, scalars, checkpoint,
+                             test_line, has_energy=terms.has_energy)
+    except loop.NonFiniteLoss as e:
+        code = loop.report_non_finite(e, files)
+    scalars.close()
+    return code
+

@@ -1,0 +1,158 @@
+"""One iteration of the Keras engine as a pure function of the run's state, which
+JAX compiles whole (one device call per iteration, P steps included), TensorFlow
+as a tf.function, and PyTorch runs eagerly.
+
+As the TF1 graph of ``common.training`` (docs/protocol.md sections 2 to 4):
+
+    loss = fit + reg + thom + thomf,   fit = mean -sum t log(softmax(z) + 1e-4),
+    t = 0.99 onehot + 0.01 / n_class,  reg = 5e-4 sum(w^2) / 2 over filters and BN gamma/beta
+
+- AP / AdvP: each layer's P first takes its ``iters`` steps at this iteration's lr
+  on the weights before the step (no gradient into them), and the terms use the
+  look-ahead from the stepped P; the stepped P is the new state.
+- RP: ``[T, pd, d]`` N(0, 1) draws per layer, a pure function of (seed, layer, step)
+  (Keras's random ops of the backend; other numbers than the TF1 graph's).
+- TF1's MomentumOptimizer, not Keras's SGD: ``a = 0.9 a + g; w -= lr a`` (Keras's
+  ``v = 0.9 v - lr g`` differs from it at each lr drop).
+- The BN averages move by the release's EMA (``network.ReleaseBatchNorm``).
+
+The state is a dict of lists of arrays: ``trainable`` (as the model's
+trainable_variables), ``non_trainable``, ``accum`` (momentum), ``P`` (one per
+hidden layer, AP/AdvP) and ``step``.
+"""
+import keras
+import numpy as np
+from keras import ops
+
+from common.keras_engine.network import FILTERS
+from keras_comhe import projections
+from keras_comhe.energy import filters_as_matrix
+
+WEIGHT_DECAY = 5e-4
+LABEL_SMOOTHING = 0.01
+MOMENTUM = 0.9
+RP_KEY = 1000003   # layer i of a run seeded s draws from key s * RP_KEY + i, as the graph
+
+
+def filter_positions(model):
+    """The index in ``model.trainable_variables`` of each filter, in FILTERS' order."""
+    paths = [v.path for v in model.trainable_variables]
+    return [next(i for i, p in enumerate(paths) if p.startswith(f'{name}/')) for name in FILTERS]
+
+
+def initial_state(model, terms, seed):
+    """The state of a new run: the model's weights, zero momentum, P ~ N(0, 1) per
+    hidden layer (AP/AdvP), step 0."""
+    state = dict(trainable=[ops.convert_to_tensor(v) for v in model.trainable_variables],
+                 non_trainable=[ops.convert_to_tensor(v) for v in model.non_trainable_variables],
+                 accum=[ops.zeros(v.shape, v.dtype) for v in model.trainable_variables],
+                 P=[], step=ops.convert_to_tensor(np.int32(0)))
+    if terms.learned:
+        rng = np.random.default_rng(seed)
+        for i in filter_positions(model)[1:10]:
+            d = int(np.prod(state['trainable'][i].shape[:-1]))
+            state['P'].append(ops.convert_to_tensor(rng.standard_normal((terms.pd, d)).astype('float32')))
+    return state
+
+
+def rp_draws(terms, Ws, seed, step):
+    """Each hidden layer's ``[T, pd, d]`` draws at ``step`` (a traced integer)."""
+    draws = []
+    for index, W in enumerate(Ws, start=1):
+        d, n = W.shape
+        generator = keras.random.SeedGenerator(0)
+        key = ops.stack([ops.convert_to_tensor((seed * RP_KEY + index) % 2 ** 31, 'int32'),
+                         ops.cast(step, 'int32')])
+        with keras.StatelessScope(state_mapping=[(generator.state, ops.cast(key, generator.state.dtype))]):
+            draws.append(keras.random.normal((terms.num_projections(n), terms.pd, d),
+                                             seed=generator, dtype=W.dtype))
+    return draws
+
+
+def make_loss(model, terms, n_class):
+    positions = filter_positions(model)
+
+    def loss_fn(trainable, non_trainable, P, draws, images, labels, lr):
+        logits, non_trainable = model.stateless_call(trainable, non_trainable, images, training=True)
+        target = (1.0 - LABEL_SMOOTHING) * ops.one_hot(labels, n_class) + LABEL_SMOOTHING / n_class
+        fit = ops.mean(-ops.sum(target * ops.log(ops.softmax(logits) + 1e-4), axis=1))
+        # Every trainable weight is decayed: the filters (no bias) and BN's gamma and beta.
+        reg = WEIGHT_DECAY * sum(ops.sum(ops.square(v)) / 2.0 for v in trainable)
+        zero = ops.zeros((), 'float32')
+        thom, thomf = zero, zero
+        if terms.has_energy:
+            Ws = [filters_as_matrix(trainable[i]) for i in positions]
+            thom = terms.first(Ws[0])
+            for k, W in enumerate(Ws[1:10]):
+                thom = thom + terms.hidden(W, P=P[k] if P else None, lr=lr,
+                                           draws=draws[k] if draws else None)
+            thomf = terms.score(Ws[10])
+        hits = ops.cast(ops.argmax(logits, axis=1), 'int32') == ops.cast(labels, 'int32')
+        acc = ops.mean(ops.cast(hits, 'float32'))
+        return fit + reg + thom + thomf, (fit, reg, thom, thomf, acc, non_trainable)
+    return loss_fn
+
+
+def value_and_grad(fn):
+    """``fn(trainable, *rest) -> (loss, aux)`` to ``(loss, aux), d loss / d trainable``,
+    by the backend's own autodiff."""
+    backend = keras.backend.backend()
+    if backend == 'jax':
+        import jax
+        return jax.value_and_grad(fn, has_aux=True)
+    if backend == 'tensorflow':
+        import tensorflow as tf
+
+        def tf_value_and_grad(trainable, *rest):
+            with tf.GradientTape() as tape:
+                tape.watch(trainable)
+                loss, aux = fn(trainable, *rest)
+            return (loss, aux), tape.gradient(loss, trainable)
+        return tf_value_and_grad
+    if backend == 'torch':
+        import torch
+
+        def torch_value_and_grad(trainable, *rest):
+            trainable = [t.detach().requires_grad_() for t in trainable]
+            loss, aux = fn(trainable, *rest)
+            grads = torch.autograd.grad(loss, trainable)
+            return (loss.detach(), tuple(a.detach() if hasattr(a, 'detach') else
+                                         [x.detach() for x in a] for a in aux)), list(grads)
+        return torch_value_and_grad
+    raise ValueError(f'KERAS_BACKEND={backend!r}: the Keras engine runs on jax, tensorflow or torch')
+
+
+def make_train_step(model, terms, seed, n_class=100):
+    """``step(state, images, labels, lr, draws=None) -> (state, [fit, reg, thom, thomf, acc])``;
+    ``draws``: the RP draws to use instead of the run's own (a parity test's)."""
+    loss_and_grad = value_and_grad(make_loss(model, terms, n_class))
+    positions = filter_positions(model)
+
+    def step(state, images, labels, lr, draws=None):
+        trainable = list(state['trainable'])
+        Ws = [filters_as_matrix(trainable[i]) for i in positions]
+        P = [ops.stop_gradient(projections.descend_projection(terms.kind, P, W, lr, terms.iters))
+             for P, W in zip(state['P'], Ws[1:10])] if terms.learned else []
+        if terms.kind == 'rp' and draws is None:
+            draws = rp_draws(terms, Ws[1:10], seed, state['step'])
+        (_, (fit, reg, thom, thomf, acc, non_trainable)), grads = loss_and_grad(
+            trainable, state['non_trainable'], P, draws, images, labels, lr)
+        accum = [MOMENTUM * a + g for a, g in zip(state['accum'], grads)]
+        trainable = [w - lr * a for w, a in zip(trainable, accum)]
+        new = dict(trainable=trainable, non_trainable=list(non_trainable), accum=accum, P=P,
+                   step=state['step'] + 1)
+        return new, [fit, reg, thom, thomf, acc]
+    return step
+
+
+def compiled(step):
+    """The step compiled where the backend compiles a whole function (JAX: one XLA
+    program per iteration); as it is elsewhere."""
+    backend = keras.backend.backend()
+    if backend == 'jax':
+        import jax
+        return jax.jit(step, donate_argnums=(0,))
+    if backend == 'tensorflow':
+        import tensorflow as tf
+        return tf.function(step, reduce_retracing=True)
+    return step

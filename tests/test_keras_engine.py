@@ -1,0 +1,134 @@
+"""`train.py --engine keras` (common/keras_engine): its training step against the TF1
+engine's on the JAX and TensorFlow backends (PyTorch: the first step), and a run on
+JAX killed with SIGKILL and resumed, whose logs equal an uninterrupted run's.
+
+Parity (tests/scripts/keras_engine_parity.py): no energy, half-space MHE, RP (the
+graph's draws fed), AP and AdvP, batch 16, 25 steps with two lr drops, each step
+taken by both engines from the TF1 graph's state. The logged terms agree within
+1e-5 relative at the first step and 1e-4 at every step (measured: under 1e-6); the
+first step's updates of weights, momentum, P and BN averages, and those of the first
+step after a drop, agree within 1% of their size (measured: 0.1% at most, where
+float32 cancels in the gradients of the first layers).
+"""
+import importlib.util
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, subprocess_env, train_in_process
+
+CONFIGS = ('none', 'half_mhe', 'rp', 'ap', 'advp')
+STEPS = {'jax': 25, 'tensorflow': 25, 'torch': 1}
+WIDTH = 0.125
+
+
+@pytest.fixture(scope='module')
+def parity(tmp_path_factory):
+    """Each backend's parity run, all started at once: {backend: its npz}."""
+    folder = tmp_path_factory.mktemp('keras_engine')
+    procs = {}
+    for backend, steps in STEPS.items():
+        if importlib.util.find_spec(backend) is None:
+            continue
+        procs[backend] = subprocess.Popen(
+            [sys.executable, str(ROOT / 'tests' / 'scripts' / 'keras_engine_parity.py'),
+             str(folder / f'{backend}.npz'), str(steps), str(WIDTH)],
+            cwd=ROOT, env=dict(subprocess_env(), KERAS_BACKEND=backend),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = {}
+    for backend, proc in procs.items():
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-4000:]
+        results[backend] = dict(np.load(folder / f'{backend}.npz'))
+    return results
+
+
+@pytest.mark.parametrize('backend', list(STEPS))
+@pytest.mark.parametrize('config', CONFIGS)
+def test_every_step_logs_what_the_tf1_engine_logs(parity, backend, config):
+    if backend not in parity:
+        pytest.skip(f'{backend} is not installed (pip install -r requirements-dev.txt installs it)')
+    got = parity[backend]
+    assert str(got['backend']) == backend
+    graph, keras_ = got[f'{config}/graph'], got[f'{config}/keras']
+    assert graph.shape == keras_.shape == (STEPS[backend], 5)
+    # fit, reg, thom, thomf; no energy: thom = thomf = 0 on both sides.
+    rel = np.abs(keras_[:, :4] - graph[:, :4]) / np.maximum(np.abs(graph[:, :4]), 1e-30)
+    assert rel[0].max() <= 1e-5, rel[0]
+    assert rel.max() <= 1e-4, rel.max(axis=1)
+    if config == 'none':
+        assert (graph[:, 2:4] == 0).all() and (keras_[:, 2:4] == 0).all()
+    else:
+        assert (graph[:, 2:4] > 0).all()
+    # The batch accuracy differs only where two logits tie within rounding: never here.
+    np.testing.assert_array_equal(keras_[:, 4], graph[:, 4])
+
+
+@pytest.mark.parametrize('backend', list(STEPS))
+@pytest.mark.parametrize('config', CONFIGS)
+def test_a_step_updates_what_the_tf1_engine_updates(parity, backend, config):
+    if backend not in parity:
+        pytest.skip(f'{backend} is not installed')
+    got = parity[backend]
+    keys = [k for k in got if k.startswith(f'{config}/first/')] + [f'{config}/drop/trainable']
+    parts = {k.split('/')[2] for k in keys if '/first/' in k}
+    assert {'trainable', 'accum', 'non_trainable'} <= parts
+    assert ('P' in parts) == (config in ('ap', 'advp'))
+    for key in keys:
+        before, after, keras_after = got[key]
+        update = np.abs(after - before).max()
+        assert update > 0, f'{key}: the TF1 step did not move it'
+        assert np.abs(keras_after - after).max() <= 1e-2 * update, key
+
+
+def test_a_killed_keras_run_resumes_to_the_logs_of_an_uninterrupted_one(cifar_fixture, tmp_path):
+    if importlib.util.find_spec('jax') is None:
+        pytest.skip('jax is not installed')
+    args = [*cifar_fixture, '--engine', 'keras', '--width', '0.125', '--batch_size', '16',
+            '--base_lr', '0.003', '--max_iters', '120', '--eval_every', '40', '--ckpt_every', '20',
+            '--pn', '2']
+    env = dict(subprocess_env(), KERAS_BACKEND='jax')
+
+    def start(folder, *extra):
+        return subprocess.Popen([sys.executable, 'random_projection/train.py', *args, '--log_dir',
+                                 str(tmp_path / folder), *extra], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    straight, proc = start('straight'), start('killed')   # side by side
+    run_dir = tmp_path / 'killed' / 'pd40_pn2'
+    for line in proc.stdout:   # killed once its test line of iteration 40 is out
+        if line.startswith('++++iter_40'):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.communicate(timeout=60)
+    out, err = straight.communicate(timeout=300)
+    assert straight.returncode == 0, err[-3000:]
+    assert out.startswith('device: ')
+    assert proc.returncode == -signal.SIGKILL
+    assert (run_dir / 'checkpoints_00' / 'checkpoint').read_text().startswith('model_checkpoint_path: "ckpt-')
+    resumed = start('killed', '--resume')
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    assert 'resuming run 00 at iteration ' in out
+    for kind in ('train', 'test'):
+        assert (run_dir / f'log_{kind}_00.txt').read_text() == \
+            (tmp_path / 'straight' / 'pd40_pn2' / f'log_{kind}_00.txt').read_text()
+    lines = (run_dir / 'log_train_00.txt').read_text().splitlines()
+    assert [line.split(':')[0] for line in lines] == ['====iter_0', '====iter_100']
+    assert sorted(p.name for p in (run_dir / 'checkpoints_00').glob('*.npz')) == \
+        ['ckpt-100.npz', 'ckpt-120.npz']
+    events = list((run_dir / 'tensorboard_00').glob('events.out.tfevents.*'))
+    assert len(events) == 2
+
+
+def test_a_run_of_one_engine_does_not_resume_with_the_other(cifar_fixture, tmp_path, capsys):
+    args = [*cifar_fixture, '--width', '0.125', '--batch_size', '8', '--eval_every', '100',
+            '--pn', '2', '--log_dir', str(tmp_path)]
+    assert train_in_process('random_projection', *args, '--max_iters', '3') == 0   # tf1, the default
+    with pytest.raises(SystemExit) as stop:
+        train_in_process('random_projection', *args, '--max_iters', '6', '--engine', 'keras',
+                         '--resume')
+    assert stop.value.code == 2
+    assert '--engine is keras, the run used tf1' in capsys.readouterr().err

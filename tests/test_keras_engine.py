@@ -132,3 +132,15 @@ def test_a_run_of_one_engine_does_not_resume_with_the_other(cifar_fixture, tmp_p
                          '--resume')
     assert stop.value.code == 2
     assert '--engine is keras, the run used tf1' in capsys.readouterr().err
+
+
+def test_a_sweep_file_chooses_the_engine_as_any_flag(tmp_path):
+    from common.sweep import sweepfile
+    path = tmp_path / 'k.toml'
+    path.write_text('name = "k"\nseeds = [1]\n[flags]\nengine = "keras"\n[[run]]\nentry = "random_projection"\n')
+    [run] = sweepfile.load(path, log_root=tmp_path / 'logs').runs
+    at = run.argv.index('--engine')
+    assert run.argv[at:at + 2] == ['--engine', 'keras']
+    path.write_text(path.read_text().replace('"keras"', '"jax"'))
+    with pytest.raises(sweepfile.SweepFileError, match="flag 'engine' is 'jax'; one of tf1, keras"):
+        sweepfile.load(path, log_root=tmp_path / 'logs')

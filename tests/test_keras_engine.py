@@ -7,8 +7,8 @@ graph's draws fed), AP and AdvP, batch 16, 25 steps with two lr drops, each step
 taken by both engines from the TF1 graph's state. The logged terms agree within
 1e-5 relative at the first step and 1e-4 at every step (measured: under 1e-6); the
 first step's updates of weights, momentum, P and BN averages, and those of the first
-step after a drop, agree within 1% of their size (measured: 0.1% at most, where
-float32 cancels in the gradients of the first layers).
+step after a drop, agree within 1% of their norm (measured: 0.5% at most at full
+width, where float32 cancels in the gradients of the first layers).
 """
 import importlib.util
 import signal
@@ -78,10 +78,10 @@ def test_a_step_updates_what_the_tf1_engine_updates(parity, backend, config):
     assert {'trainable', 'accum', 'non_trainable'} <= parts
     assert ('P' in parts) == (config in ('ap', 'advp'))
     for key in keys:
-        before, after, keras_after = got[key]
-        update = np.abs(after - before).max()
+        before, after, keras_after = (a.astype(np.float64) for a in got[key])
+        update = np.linalg.norm(after - before)
         assert update > 0, f'{key}: the TF1 step did not move it'
-        assert np.abs(keras_after - after).max() <= 1e-2 * update, key
+        assert np.linalg.norm(keras_after - after) <= 1e-2 * update, key
 
 
 def test_a_killed_keras_run_resumes_to_the_logs_of_an_uninterrupted_one(cifar_fixture, tmp_path):

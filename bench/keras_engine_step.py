@@ -70,12 +70,46 @@ def time_steps(run, n):
 
 
 def time_test_pass(run, images):
-    predict = engine.make_predict(run['model'])
-    labels = np.zeros(len(images), np.int64)
-    engine.evaluate(predict, run['state'], images[:engine.EVAL_BATCH], labels[:engine.EVAL_BATCH])
+    test_set = engine.TestSet(run['model'], images, np.zeros(len(images), np.int64))
+    test_set.accuracy(run['state'])   # compiles
     start = time.perf_counter()
-    engine.evaluate(predict, run['state'], images, labels)
+    test_set.accuracy(run['state'])
     return time.perf_counter() - start
+
+
+def host_time(run, iterations, batch_size):
+    """Host ms per iteration outside the step call, in the real loop (common.loop.run_loop:
+    the prefetcher's batch, the lr, the finite checks, the log line every 100), the step
+    being the engine's compiled one on the run's state."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from common import loop, runstate
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (max(1000, 4 * batch_size), 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 100, len(images))
+    inside = []
+
+    def step(x, y, lr):
+        start = time.perf_counter()
+        run['state'], values = run['step'](run['state'], x, y, np.float32(lr))
+        values = [float(v) for v in values]      # as engine.train: the five logged values
+        inside.append(time.perf_counter() - start)
+        return values
+    with tempfile.TemporaryDirectory() as tmp:
+        files = runstate.new_run(Path(tmp))
+        flags = SimpleNamespace(max_iters=iterations, batch_size=batch_size, random_seed=345,
+                                eval_every=10 ** 9, ckpt_every=10 ** 9, base_lr=0.1)
+        start = time.perf_counter()
+        with open(os.devnull, 'w') as quiet:
+            stdout, sys.stdout = sys.stdout, quiet
+            try:
+                loop.run_loop(flags, step, files, 0, images, labels, lambda *a, **k: None,
+                              lambda it: None, lambda it: None)
+            finally:
+                sys.stdout = stdout
+        total = time.perf_counter() - start
+    return 1e3 * (total - sum(inside)) / iterations
 
 
 def machine():
@@ -99,6 +133,9 @@ def report(result):
                      f"{result['compile_s'][name]:.1f} | {total / 3600:.2f} |")
     lines += ['', f"test pass ({TEST_IMAGES} images, {engine.EVAL_BATCH} a call): "
               f"{result['test_pass_s']:.2f} s; a full run: {FULL_ITERS} steps + {TEST_PASSES} passes"]
+    if 'loop_host_ms' in result:
+        lines.append(f"the loop's host time per iteration outside the step call: "
+                     f"{result['loop_host_ms']:.3f} ms")
     return '\n'.join(lines)
 
 
@@ -111,6 +148,8 @@ def main(argv=None):
     p.add_argument('--configs', default=','.join(CONFIGS), help='comma-separated, of: ' + ', '.join(CONFIGS))
     p.add_argument('--quick', action='store_true', help='width 0.125, batch 16, 2 steps, 1 round')
     p.add_argument('--json', type=Path, help='write the figures here')
+    p.add_argument('--loop', type=int, default=0, metavar='N',
+                   help='also time N iterations of the real loop: host ms outside the step call')
     args = p.parse_args(argv)
     if args.quick:
         args.width, args.batch_size, args.steps, args.rounds = 0.125, 16, 2, 1
@@ -133,6 +172,8 @@ def main(argv=None):
                   rounds=args.rounds, step_s={n: statistics.median(t) for n, t in times.items()},
                   rounds_s=times, compile_s={n: r['compile_s'] for n, r in runs.items()},
                   test_pass_s=time_test_pass(runs[names[0]], images))
+    if args.loop:
+        result['loop_host_ms'] = host_time(runs[names[0]], args.loop, args.batch_size)
     print(report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + '\n')

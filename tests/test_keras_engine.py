@@ -144,3 +144,18 @@ def test_a_sweep_file_chooses_the_engine_as_any_flag(tmp_path):
     path.write_text(path.read_text().replace('"keras"', '"jax"'))
     with pytest.raises(sweepfile.SweepFileError, match="flag 'engine' is 'jax'; one of tf1, keras"):
         sweepfile.load(path, log_root=tmp_path / 'logs')
+
+
+def test_the_test_pass_on_the_device_counts_what_the_logits_say():
+    # On the test process's Keras backend (TensorFlow unless KERAS_BACKEND says otherwise).
+    from common.keras_engine import engine, network, step as steps, terms
+    model = network.cnn9((2, 2, 2, 2), 100)
+    state = steps.initial_state(model, terms.mhe_rows('baseline', '2', 1.0, 10.0), seed=1)
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (2500, 32, 32, 3), dtype=np.uint8)   # calls of 1000, 1000, 500
+    logits = np.asarray(model(images, training=False))
+    labels = logits.argmax(1)
+    labels[::3] = (labels[::3] + 1) % 100                                  # a third wrong
+    test_set = engine.TestSet(model, images, labels)
+    assert [int(x.shape[0]) for x, _ in test_set.chunks] == [1000, 1000, 500]
+    assert test_set.accuracy(state) == np.mean(logits.argmax(1) == labels)

@@ -5,7 +5,8 @@ logs, run files, locks and batches as the TF1 engine (``common.loop``).
 Engine-specific here: the state (weights, momentum, BN averages, P, step) and its
 checkpoints, ``checkpoints_NN/ckpt-K.npz`` with a TF-style ``checkpoint`` index file
 (so ``runstate`` and the sweeps read them as the TF1 engine's), the last two kept,
-each written to a temporary file and renamed; the test pass; TensorBoard scalars
+each written to a temporary file and renamed; the test pass, on a test set kept on
+the device; TensorBoard scalars
 (when TensorFlow is installed: the JAX and PyTorch backends do not need it).
 """
 import os
@@ -17,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from common import data, loop, pipeline, runlog
+from common import data, loop, runlog
 from common.keras_engine import network, step as steps
 from common.schedule import scaled_widths
 
@@ -107,21 +108,28 @@ class Scalars:
             self.writer.close()
 
 
-def make_predict(model):
-    """``predict(state, images) -> logits``, test mode, compiled where it helps."""
-    def predict(trainable, non_trainable, images):
-        return model.stateless_call(trainable, non_trainable, images, training=False)[0]
-    if keras.backend.backend() == 'jax':
-        import jax
-        predict = jax.jit(predict)
-    return lambda state, images: predict(state['trainable'], state['non_trainable'], images)
+class TestSet:
+    """The test images and labels put on the device once, and the accuracy of a state on
+    them: ``EVAL_BATCH`` images a call, each call counting its correct answers on the
+    device (a pass fetches 10 integers, and sends no image)."""
 
+    def __init__(self, model, images, labels):
+        self.chunks = [(ops.convert_to_tensor(images[k:k + EVAL_BATCH]),
+                        ops.convert_to_tensor(np.asarray(labels[k:k + EVAL_BATCH], np.int32)))
+                       for k in range(0, len(labels), EVAL_BATCH)]
+        self.size = len(labels)
 
-def evaluate(predict, state, images, labels):
-    correct = 0
-    for x, y in pipeline.test_batches(images, labels, EVAL_BATCH):
-        correct += int(np.sum(np.argmax(np.asarray(predict(state, x)), 1) == y))
-    return correct / len(labels)
+        def correct(trainable, non_trainable, x, y):
+            logits = model.stateless_call(trainable, non_trainable, x, training=False)[0]
+            return ops.sum(ops.cast(ops.cast(ops.argmax(logits, axis=1), 'int32') == y, 'int32'))
+        if keras.backend.backend() == 'jax':
+            import jax
+            correct = jax.jit(correct)
+        self.correct = correct
+
+    def accuracy(self, state):
+        hits = [self.correct(state['trainable'], state['non_trainable'], x, y) for x, y in self.chunks]
+        return sum(int(h) for h in hits) / self.size
 
 
 def describe_device():
@@ -182,7 +190,7 @@ def _train_run(flags, run_name, terms, files, train_x, train_y, test_x, test_y):
         runstate.save_flags(files, flags, run_name)
     print(f'logs: {files.train_log} and {files.test_log.name}', flush=True)
     train_step = steps.compiled(steps.make_train_step(model, terms, flags.random_seed, n_class))
-    predict = make_predict(model)
+    test_set = TestSet(model, test_x, test_y)
     scalars = Scalars(files.tensorboard_dir, start)
     current = {'state': state}
 
@@ -200,7 +208,7 @@ def _train_run(flags, run_name, terms, files, train_x, train_y, test_x, test_y):
         save_checkpoint(files.checkpoint_dir, current['state'], iteration)
 
     def test_line(iteration):
-        acc = evaluate(predict, current['state'], test_x, test_y)
+        acc = test_set.accuracy(current['state'])
         loop.append(files.test_log, runlog.format_test_line(iteration, acc))
         scalars(iteration, test_acc=acc)
         print(runlog.format_test_line(iteration, acc), flush=True)

@@ -60,6 +60,44 @@ def open_run(flags, run_name):
     return files, locks.acquire(files.lock_file)
 
 
+def start(flags, run_name, dataset, device_line, run):
+    """What every engine does first: say where it trains, load the data, take the run's
+    files and lock; then ``run(files, train_x, train_y, test_x, test_y)`` with the lock
+    held -> its exit code. Exit code 2, with the message, for bad data or a run that
+    another train.py is writing."""
+    print(device_line, flush=True)
+    try:
+        arrays = load_dataset(flags, dataset)
+    except data.DataError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    files, held = open_run(flags, run_name)
+    if held is None:
+        print(f'error: {runstate.busy_message(files)}', file=sys.stderr)
+        return 2
+    with held:
+        return run(files, *arrays)
+
+
+def begin(flags, files, run_name, checkpoint_iteration=None):
+    """The run's files at its start -> the iteration it starts at. A resume (from
+    ``checkpoint_iteration``, restored by the engine) drops the log lines written after
+    that checkpoint; a new run gets its folder for checkpoints, empty logs, its flags."""
+    if flags.resume:
+        for path in (files.train_log, files.test_log):
+            runstate.truncate_log(path, checkpoint_iteration)
+        print(f'resuming run {files.index:02d} at iteration {checkpoint_iteration}', flush=True)
+        start = checkpoint_iteration
+    else:
+        start = 0
+        files.checkpoint_dir.mkdir()
+        files.train_log.touch()
+        files.test_log.touch()
+        runstate.save_flags(files, flags, run_name)
+    print(f'logs: {files.train_log} and {files.test_log.name}', flush=True)
+    return start
+
+
 def report_non_finite(error, files):
     last = files.checkpoint_iteration()
     kept = f'the last good checkpoint is at iteration {last}' if last is not None \

@@ -13,7 +13,6 @@ background thread: the host adds well under a millisecond to a step.
 """
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import config_pb2
 
-from common import data, device, loop, pipeline, runlog, runstate
+from common import device, loop, pipeline, runlog
 from common.loop import RESTART_ADVICE, NonFiniteLoss
 from common.schedule import learning_rate, scaled_widths
 from common.model import cnn9, comhe_first_term, comhe_score_term
@@ -171,19 +170,9 @@ def train(flags, run_name, hidden_term, dataset=None, **graph_kwargs):
     ``dataset``: (train_images, train_labels, test_images, test_labels) to use
     instead of CIFAR-100 from ``flags.data_dir`` (uint8 [n, 32, 32, 3], int).
     """
-    print(device.describe(), flush=True)
-    try:
-        train_x, train_y, test_x, test_y = loop.load_dataset(flags, dataset)
-    except data.DataError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    files, held = loop.open_run(flags, run_name)
-    if held is None:
-        print(f'error: {runstate.busy_message(files)}', file=sys.stderr)
-        return 2
-    with held:
-        return _train_run(flags, run_name, hidden_term, graph_kwargs, files, train_x, train_y,
-                          test_x, test_y)
+    return loop.start(flags, run_name, dataset, device.describe(),
+                      lambda files, *arrays: _train_run(flags, run_name, hidden_term, graph_kwargs,
+                                                        files, *arrays))
 
 
 def _train_run(flags, run_name, hidden_term, graph_kwargs, files, train_x, train_y, test_x, test_y):
@@ -194,24 +183,17 @@ def _train_run(flags, run_name, hidden_term, graph_kwargs, files, train_x, train
         init = tf.global_variables_initializer()
     with tf.Session(graph=graph, config=session_config()) as sess:
         if flags.resume:
-            start = files.checkpoint_iteration()
-            saver.restore(sess, str(files.checkpoint_dir / f'ckpt-{start}'))
+            restored = files.checkpoint_iteration()
+            saver.restore(sess, str(files.checkpoint_dir / f'ckpt-{restored}'))
             # So that max_to_keep also counts the checkpoints written before the restart.
             state = tf.train.get_checkpoint_state(str(files.checkpoint_dir))
             saver.recover_last_checkpoints([str(files.checkpoint_dir / Path(p).name)
                                             for p in state.all_model_checkpoint_paths])
-            assert sess.run(g.global_step) == start, 'checkpoint and its global step disagree'
-            for path in (files.train_log, files.test_log):
-                runstate.truncate_log(path, start)
-            print(f'resuming run {files.index:02d} at iteration {start}', flush=True)
+            assert sess.run(g.global_step) == restored, 'checkpoint and its global step disagree'
         else:
-            start = 0
+            restored = None
             sess.run(init)
-            files.checkpoint_dir.mkdir()
-            files.train_log.touch()
-            files.test_log.touch()
-            runstate.save_flags(files, flags, run_name)
-        print(f'logs: {files.train_log} and {files.test_log.name}', flush=True)
+        start = loop.begin(flags, files, run_name, restored)
         graph.finalize()
         calls = SessionCalls(sess, g)
         with graph.as_default():

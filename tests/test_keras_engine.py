@@ -46,13 +46,18 @@ def parity(tmp_path_factory):
     return results
 
 
+def results(parity, backend):
+    """One backend's parity results, or a skip where it is not installed."""
+    if backend not in parity:
+        pytest.skip(f'{backend} is not installed (pip install -r requirements-dev.txt installs it)')
+    assert str(parity[backend]['backend']) == backend
+    return parity[backend]
+
+
 @pytest.mark.parametrize('backend', list(STEPS))
 @pytest.mark.parametrize('config', CONFIGS)
 def test_every_step_logs_what_the_tf1_engine_logs(parity, backend, config):
-    if backend not in parity:
-        pytest.skip(f'{backend} is not installed (pip install -r requirements-dev.txt installs it)')
-    got = parity[backend]
-    assert str(got['backend']) == backend
+    got = results(parity, backend)
     graph, keras_ = got[f'{config}/graph'], got[f'{config}/keras']
     assert graph.shape == keras_.shape == (STEPS[backend], 5)
     # fit, reg, thom, thomf; no energy: thom = thomf = 0 on both sides.
@@ -70,9 +75,7 @@ def test_every_step_logs_what_the_tf1_engine_logs(parity, backend, config):
 @pytest.mark.parametrize('backend', list(STEPS))
 @pytest.mark.parametrize('config', CONFIGS)
 def test_a_step_updates_what_the_tf1_engine_updates(parity, backend, config):
-    if backend not in parity:
-        pytest.skip(f'{backend} is not installed')
-    got = parity[backend]
+    got = results(parity, backend)
     keys = [k for k in got if k.startswith(f'{config}/first/')] + [f'{config}/drop/trainable']
     parts = {k.split('/')[2] for k in keys if '/first/' in k}
     assert {'trainable', 'accum', 'non_trainable'} <= parts

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from common import data, loop, runlog
+from common import loop, runlog
 from common.keras_engine import network, step as steps
 from common.schedule import scaled_widths
 
@@ -154,41 +154,21 @@ def describe_device():
 
 def train(flags, run_name, terms, dataset=None):
     """Train one configuration with the Keras engine (or resume it); returns the exit code."""
-    print(describe_device(), flush=True)
-    try:
-        train_x, train_y, test_x, test_y = loop.load_dataset(flags, dataset)
-    except data.DataError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    files, held = loop.open_run(flags, run_name)
-    if held is None:
-        from common import runstate
-        print(f'error: {runstate.busy_message(files)}', file=sys.stderr)
-        return 2
-    with held:
-        return _train_run(flags, run_name, terms, files, train_x, train_y, test_x, test_y)
+    return loop.start(flags, run_name, dataset, describe_device(),
+                      lambda files, *arrays: _train_run(flags, run_name, terms, files, *arrays))
 
 
 def _train_run(flags, run_name, terms, files, train_x, train_y, test_x, test_y):
-    from common import runstate
     keras.utils.set_random_seed(flags.random_seed)
     n_class = 100   # as the TF1 engine: CIFAR-100's classes, whatever the data set's labels
     model = network.cnn9(scaled_widths(flags.width), n_class, flags.bn_zero_debias,
                          seed=flags.random_seed)
     if flags.resume:
-        start = files.checkpoint_iteration()
-        state = load_checkpoint(files.checkpoint_dir, start)
-        for path in (files.train_log, files.test_log):
-            runstate.truncate_log(path, start)
-        print(f'resuming run {files.index:02d} at iteration {start}', flush=True)
+        restored = files.checkpoint_iteration()
+        state = load_checkpoint(files.checkpoint_dir, restored)
     else:
-        start = 0
-        state = steps.initial_state(model, terms, flags.random_seed)
-        files.checkpoint_dir.mkdir()
-        files.train_log.touch()
-        files.test_log.touch()
-        runstate.save_flags(files, flags, run_name)
-    print(f'logs: {files.train_log} and {files.test_log.name}', flush=True)
+        restored, state = None, steps.initial_state(model, terms, flags.random_seed)
+    start = loop.begin(flags, files, run_name, restored)
     train_step = steps.compiled(steps.make_train_step(model, terms, flags.random_seed, n_class))
     test_set = TestSet(model, test_x, test_y)
     scalars = Scalars(files.tensorboard_dir, start)

@@ -162,3 +162,48 @@ def test_the_test_pass_on_the_device_counts_what_the_logits_say():
     test_set = engine.TestSet(model, images, labels)
     assert [int(x.shape[0]) for x, _ in test_set.chunks] == [1000, 1000, 500]
     assert test_set.accuracy(state) == np.mean(logits.argmax(1) == labels)
+
+
+def test_each_layer_starts_from_its_own_draw():
+    from common.keras_engine import network
+    model = network.cnn9((8, 16, 32, 32), 100, seed=3456)
+    kernels = {v.path: np.asarray(v).ravel() for v in model.trainable_variables if v.path.endswith('/kernel')}
+    assert len(kernels) == 11
+    firsts = {tuple(k[:16]) for k in kernels.values()}
+    assert len(firsts) == 11          # same-shaped layers (conv1_1, conv1_2) included
+    again = network.cnn9((8, 16, 32, 32), 100, seed=3456)
+    for v in again.trainable_variables:   # and the same seed gives the same network
+        if v.path in kernels:
+            np.testing.assert_array_equal(np.asarray(v).ravel(), kernels[v.path])
+
+
+@pytest.mark.parametrize('backend', ['tensorflow', 'torch'])
+def test_train_py_runs_on_the_other_backends(cifar_fixture, tmp_path, backend):
+    # RP draws inside a tf.function, and the state free of PyTorch Parameters at the first
+    # checkpoint; a few iterations, then the logs parse.
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f'{backend} is not installed')
+    out = subprocess.run([sys.executable, 'random_projection/train.py', *cifar_fixture, '--engine', 'keras',
+                          '--width', '0.125', '--batch_size', '8', '--pn', '2', '--max_iters', '4',
+                          '--eval_every', '2', '--log_dir', str(tmp_path)], cwd=ROOT,
+                         env=dict(subprocess_env(), KERAS_BACKEND=backend), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    from common import runlog
+    run = runlog.read_run(tmp_path / 'pd40_pn2')
+    assert [r['iter'] for r in run.train] == [0] and [it for it, _ in run.test] == [2, 3]
+    assert (tmp_path / 'pd40_pn2' / 'checkpoints_00' / 'ckpt-4.npz').exists()
+
+
+def test_rp_draws_differ_for_every_layer_and_step():
+    import keras
+    from common.keras_engine import step as steps, terms
+    t = terms.random_projection(4, 2, 0)
+    Ws = [keras.ops.zeros((6, 3))] * 9
+    generators = [keras.random.SeedGenerator(0) for _ in range(9)]
+    draws = {s: [np.asarray(d) for d in steps.rp_draws(t, Ws, generators, 345, s)] for s in (4, 5)}
+    flat = [tuple(d.ravel()[:4]) for s in draws for d in draws[s]]
+    assert len(set(flat)) == 18
+    again = [np.asarray(d) for d in steps.rp_draws(t, Ws, generators, 345, 5)]
+    for a, b in zip(again, draws[5]):
+        np.testing.assert_array_equal(a, b)

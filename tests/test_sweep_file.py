@@ -192,3 +192,15 @@ def test_a_running_runs_iteration_and_eta_come_from_its_current_attempts_output(
     with open(out, 'a') as f:
         f.write('### 2026-01-01 00:01:00 attempt 2 on vm: ... --resume\nresuming run 00 at iteration 43\n')
     assert runstatus.progress(tmp_path) == (None, None)        # nothing of the new attempt yet
+
+
+def test_a_run_interrupted_twice_keeps_its_attempts_and_last_failure(tmp_path):
+    from common.sweep import runstatus
+    runstatus.write_state(tmp_path, state='running', attempt=3, last_failure='attempt 2 on vm: killed by SIGKILL',
+                          resumed_from=40)
+    runstatus.mark_queued(tmp_path)      # a sweep run, which then dies before the run starts
+    runstatus.mark_queued(tmp_path)      # the next one
+    record = runstatus.read_state(tmp_path)
+    assert record['state'] == 'queued' and record['interrupted']['attempt'] == 3
+    assert runstatus.attempts_note(record) == \
+        '  [attempts: 3; last failure: attempt 2 on vm: killed by SIGKILL; resumed from iteration 40]'

@@ -62,7 +62,9 @@ def cnn9(widths=(64, 128, 256, 256), n_class=100, bn_zero_debias=False, seed=Non
 
     def conv(x, name, ksize, n_out, padding):
         fan_in = ksize * ksize * x.shape[-1]
-        init = keras.initializers.RandomNormal(0.0, (2.0 / fan_in) ** 0.5, seed=seed)
+        # A seed of its own per layer: one integer seed draws the same numbers every time.
+        layer_seed = None if seed is None else seed * 100 + FILTERS.index(name)
+        init = keras.initializers.RandomNormal(0.0, (2.0 / fan_in) ** 0.5, seed=layer_seed)
         return keras.layers.Conv2D(n_out, ksize, padding=padding, use_bias=False,
                                    kernel_initializer=init, name=name)(x)
 

@@ -31,7 +31,7 @@ from keras_comhe.energy import filters_as_matrix
 WEIGHT_DECAY = 5e-4
 LABEL_SMOOTHING = 0.01
 MOMENTUM = 0.9
-RP_KEY = 1000003   # layer i of a run seeded s draws from key s * RP_KEY + i, as the graph
+RP_KEY = 1000003   # the run seed's part of the draws' key, as the graph's
 
 
 def filter_positions(model):
@@ -42,9 +42,11 @@ def filter_positions(model):
 
 def initial_state(model, terms, seed):
     """The state of a new run: the model's weights, zero momentum, P ~ N(0, 1) per
-    hidden layer (AP/AdvP), step 0."""
-    state = dict(trainable=[ops.convert_to_tensor(v) for v in model.trainable_variables],
-                 non_trainable=[ops.convert_to_tensor(v) for v in model.non_trainable_variables],
+    hidden layer (AP/AdvP), step 0. Plain values (on PyTorch, no Parameters)."""
+    def value(v):
+        return ops.convert_to_tensor(ops.convert_to_numpy(v))
+    state = dict(trainable=[value(v) for v in model.trainable_variables],
+                 non_trainable=[value(v) for v in model.non_trainable_variables],
                  accum=[ops.zeros(v.shape, v.dtype) for v in model.trainable_variables],
                  P=[], step=ops.convert_to_tensor(np.int32(0)))
     if terms.learned:
@@ -55,14 +57,17 @@ def initial_state(model, terms, seed):
     return state
 
 
-def rp_draws(terms, Ws, seed, step):
-    """Each hidden layer's ``[T, pd, d]`` draws at ``step`` (a traced integer)."""
+def rp_draws(terms, Ws, generators, seed, step):
+    """Each hidden layer's ``[T, pd, d]`` draws at ``step`` (a traced integer), from the
+    key ``(seed, 16 step + layer)``: distinct for every (layer, step) pair, and as a sum
+    too (PyTorch's backend seeds with the sum of the two). ``generators``: one
+    SeedGenerator per layer, made outside the compiled step (tf.function creates no
+    variables after its first call); only their state is mapped here."""
     draws = []
-    for index, W in enumerate(Ws, start=1):
+    for index, (W, generator) in enumerate(zip(Ws, generators), start=1):
         d, n = W.shape
-        generator = keras.random.SeedGenerator(0)
-        key = ops.stack([ops.convert_to_tensor((seed * RP_KEY + index) % 2 ** 31, 'int32'),
-                         ops.cast(step, 'int32')])
+        key = ops.stack([ops.convert_to_tensor((seed * RP_KEY) % 2 ** 31, 'int32'),
+                         ops.cast(step, 'int32') * 16 + index])
         with keras.StatelessScope(state_mapping=[(generator.state, ops.cast(key, generator.state.dtype))]):
             draws.append(keras.random.normal((terms.num_projections(n), terms.pd, d),
                                              seed=generator, dtype=W.dtype))
@@ -127,6 +132,7 @@ def make_train_step(model, terms, seed, n_class=100):
     ``draws``: the RP draws to use instead of the run's own (a parity test's)."""
     loss_and_grad = value_and_grad(make_loss(model, terms, n_class))
     positions = filter_positions(model)
+    generators = [keras.random.SeedGenerator(0) for _ in range(9)] if terms.kind == 'rp' else []
 
     def step(state, images, labels, lr, draws=None):
         trainable = list(state['trainable'])
@@ -134,7 +140,7 @@ def make_train_step(model, terms, seed, n_class=100):
         P = [ops.stop_gradient(projections.descend_projection(terms.kind, P, W, lr, terms.iters))
              for P, W in zip(state['P'], Ws[1:10])] if terms.learned else []
         if terms.kind == 'rp' and draws is None:
-            draws = rp_draws(terms, Ws[1:10], seed, state['step'])
+            draws = rp_draws(terms, Ws[1:10], generators, seed, state['step'])
         (_, (fit, reg, thom, thomf, acc, non_trainable)), grads = loss_and_grad(
             trainable, state['non_trainable'], P, draws, images, labels, lr)
         accum = [MOMENTUM * a + g for a, g in zip(state['accum'], grads)]

@@ -71,19 +71,22 @@ def write_state(run_dir, **record):
 
 
 def mark_queued(run_dir):
-    """Queued by a new `sweep run`. A record still 'running' (its attempt was lost with
-    the worker, node or driver) is kept as 'interrupted', so the task knows."""
+    """Queued by a new `sweep run`. A record still 'running' or 'retrying' (its attempt was
+    lost with the worker, node or driver) is kept as 'interrupted', so the task knows; a
+    record already queued by a `sweep run` that died too keeps what it kept."""
     record = read_state(run_dir)
-    if record.get('state') == 'running':
+    if record.get('state') in ('running', 'retrying'):
         write_state(run_dir, state='queued', interrupted=record)
     else:
-        write_state(run_dir, state='queued', **{k: record[k] for k in ('last_failure', 'resumed_from')
-                                                  if k in record})
+        write_state(run_dir, state='queued', **{k: record[k] for k in
+                                                ('interrupted', 'last_failure', 'resumed_from')
+                                                if k in record})
 
 
 def attempts_note(record):
     """'  [attempts: 2; last failure: ...; resumed from iteration 40]', or '' for a run
     whose attempts never died."""
+    record = record.get('interrupted', record) if record.get('state') == 'queued' else record
     if not record.get('last_failure'):
         return ''
     note = f"attempts: {record.get('attempts', record.get('attempt', '?'))}; " \

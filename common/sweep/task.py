@@ -176,6 +176,9 @@ def run_to_completion(spec, retries, gpus_per_run, restore_env):
         attempt = record.get('attempt', 0)
         on = record.get('host', '?') + (f" (node {record['node']})" if record.get('node') else '')
         history['last_failure'] = f'attempt {attempt} on {on}: {lost}'
+    elif record.get('state') == 'retrying':   # lost between a failed attempt and the next
+        attempt = record.get('attempt', 0)
+        history['last_failure'] = record.get('last_failure', '')
     elif record.get('last_failure'):
         history['last_failure'] = record['last_failure']
     while True:
@@ -202,6 +205,8 @@ def run_to_completion(spec, retries, gpus_per_run, restore_env):
         if code == PERMANENT_EXIT or (code == 1 and NON_FINITE in message):
             return _finish(spec, 'failed', f'exit code {code}: {message}', attempt, history)
         history['last_failure'] = f'attempt {attempt} on {runstatus.this_host()}: {exit_reason(code)}'
+        # On disk at once: a worker lost before the next attempt starts keeps the real reason.
+        runstatus.write_state(spec.run_dir, state='retrying', attempt=attempt, **history)
         if attempt > retries:
             return _finish(spec, 'failed', f'died {attempt} times (retries = {retries}); last '
                            f'{exit_reason(code)}: {message}', attempt, history)

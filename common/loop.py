@@ -161,18 +161,28 @@ def append(path, line):
         f.write(line + '\n')
 
 
+def write_test_line(files, iteration, acc, scalars):
+    """A test pass's line: to the test log, TensorBoard and stdout."""
+    line = runlog.format_test_line(iteration, acc)
+    append(files.test_log, line)
+    scalars(iteration, test_acc=acc)
+    print(line, flush=True)
+
+
 def run_loop(flags, train_step, files, start, train_x, train_y, scalars, checkpoint, test_line,
-             has_energy=True):
+             has_energy=True, make_batches=pipeline.TrainBatches):
     """Iterations start .. max_iters - 1, then the final test line and checkpoint;
     returns the exit code (128 + signal number when stopped by SIGINT/SIGTERM).
 
     Between two steps the host only takes a ready batch from the prefetcher,
     checks the four losses and, every LOG_EVERY iterations, writes the log line.
-    ``has_energy`` False (the MHE baseline): the release's shorter train line."""
+    ``has_energy`` False (the MHE baseline): the release's shorter train line.
+    ``make_batches``: the prefetcher's batch maker (bench/legacy.py gives the old one)."""
     progress = Progress(start, flags.max_iters, flags.batch_size)
     last = flags.max_iters - 1
     with pipeline.TrainBatchPrefetcher(train_x, train_y, flags.random_seed, flags.batch_size,
-                                       start_iter=start) as batches, StopSignals() as stop:
+                                       start_iter=start, make_batches=make_batches) as batches, \
+            StopSignals() as stop:
         for it in range(start, flags.max_iters):
             x, y = next(batches)
             lr = learning_rate(it, flags.base_lr, flags.max_iters)

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import config_pb2
 
-from common import device, loop, pipeline, runlog
+from common import device, loop, pipeline
 from common.loop import RESTART_ADVICE, NonFiniteLoss
 from common.schedule import learning_rate, scaled_widths
 from common.model import cnn9, comhe_first_term, comhe_score_term
@@ -216,18 +216,17 @@ def _train_run(flags, run_name, hidden_term, graph_kwargs, files, train_x, train
                        write_meta_graph=False)
             events.flush()
 
+        def scalars(iteration, **values):
+            _scalars(events, iteration, **values)
+
         def test_line(iteration):
-            acc = evaluate(calls, test_x, test_y)
-            loop.append(files.test_log, runlog.format_test_line(iteration, acc))
-            _scalars(events, iteration, test_acc=acc)
-            print(runlog.format_test_line(iteration, acc), flush=True)
+            loop.write_test_line(files, iteration, evaluate(calls, test_x, test_y), scalars)
 
         try:
             if not flags.resume:
                 checkpoint(0)   # so that a run killed early can still be resumed
-            code = loop.run_loop(flags, calls.train, files, start, train_x, train_y,
-                                 lambda it, **values: _scalars(events, it, **values), checkpoint,
-                                 test_line, has_energy=bool(g.model.layer_terms))
+            code = loop.run_loop(flags, calls.train, files, start, train_x, train_y, scalars,
+                                 checkpoint, test_line, has_energy=bool(g.model.layer_terms))
         except NonFiniteLoss as e:
             code = loop.report_non_finite(e, files)
         events.close()

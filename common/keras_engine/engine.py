@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from common import loop, runlog
+from common import loop
 from common.keras_engine import network, step as steps
 from common.schedule import scaled_widths
 
@@ -43,13 +43,14 @@ def state_from_arrays(arrays):
     return state
 
 
-def save_checkpoint(folder, state, iteration):
-    """ckpt-<iteration>.npz, then the index naming it, then the older ones beyond two go."""
+def save_checkpoint(folder, arrays, iteration):
+    """``arrays`` (state_arrays of the state) as ckpt-<iteration>.npz, then the index
+    naming it, then the older ones beyond two go."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f'ckpt-{iteration}.npz'
     tmp = folder / f'.ckpt-{iteration}.npz.tmp'
     with open(tmp, 'wb') as f:
-        np.savez(f, **state_arrays(state))
+        np.savez(f, **arrays)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -185,13 +186,10 @@ def _train_run(flags, run_name, terms, files, train_x, train_y, test_x, test_y):
             raise loop.NonFiniteLoss(f'the update of iteration {iteration - 1} left weights that '
                                      f'cannot be saved (non-finite {", ".join(bad[:3])}); '
                                      f'{loop.RESTART_ADVICE}')
-        save_checkpoint(files.checkpoint_dir, current['state'], iteration)
+        save_checkpoint(files.checkpoint_dir, arrays, iteration)
 
     def test_line(iteration):
-        acc = test_set.accuracy(current['state'])
-        loop.append(files.test_log, runlog.format_test_line(iteration, acc))
-        scalars(iteration, test_acc=acc)
-        print(runlog.format_test_line(iteration, acc), flush=True)
+        loop.write_test_line(files, iteration, test_set.accuracy(current['state']), scalars)
 
     try:
         if not flags.resume:

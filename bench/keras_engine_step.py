@@ -7,8 +7,10 @@ pass on the backend KERAS_BACKEND names, and projects the wall time of a full ru
 
 The step is the engine's own compiled step (common/keras_engine/step.py: P steps,
 RP draws and the momentum update included, one device call), on random batches, for
-no energy, half-space MHE, RP (40, 20), AP (30, 1) and AdvP (30, 10). The
-configurations are interleaved round by round; each round times ``--steps`` steps
+no energy, half-space MHE, RP (40, 20), AP (30, 1) and AdvP (30, 10), and AP and
+AdvP again with a loop of P steps per layer (``ap_per_layer``, ``advp_per_layer``)
+instead of the engine's joint loop (``keras_comhe.projections.descend_projections``:
+the layers of one shape stacked). The configurations are interleaved round by round; each round times ``--steps`` steps
 after one untimed step (compilation). Prints a Markdown table; ``--json`` writes
 the figures with the machine and the command.
 """
@@ -30,12 +32,15 @@ import numpy as np  # noqa: E402
 from common.keras_engine import engine, network, step as steps, terms as kterms  # noqa: E402
 from common.schedule import FULL_ITERS, scaled_widths  # noqa: E402
 
-CONFIGS = {   # key: (label, terms)
-    'none': ('no energy', kterms.mhe_rows('baseline', '2', 1.0, 10.0)),
-    'half_mhe': ("half-space MHE ('2')", kterms.mhe_rows('half_mhe', '2', 1.0, 10.0)),
-    'rp': ('RP (pd 40, pn 20)', kterms.random_projection(40, 20, 0)),
-    'ap': ('AP (pd 30, iters 1)', kterms.learned_projection('angle', 30, 1)),
-    'advp': ('AdvP (pd 30, iters 10)', kterms.learned_projection('adversarial', 30, 10)),
+CONFIGS = {   # key: (label, terms, how the P steps are taken: step.descend)
+    'none': ('no energy', kterms.mhe_rows('baseline', '2', 1.0, 10.0), 'joint'),
+    'half_mhe': ("half-space MHE ('2')", kterms.mhe_rows('half_mhe', '2', 1.0, 10.0), 'joint'),
+    'rp': ('RP (pd 40, pn 20)', kterms.random_projection(40, 20, 0), 'joint'),
+    'ap': ('AP (pd 30, iters 1)', kterms.learned_projection('angle', 30, 1), 'joint'),
+    'advp': ('AdvP (pd 30, iters 10)', kterms.learned_projection('adversarial', 30, 10), 'joint'),
+    'ap_per_layer': ('AP, P steps per layer', kterms.learned_projection('angle', 30, 1), 'per_layer'),
+    'advp_per_layer': ('AdvP, P steps per layer', kterms.learned_projection('adversarial', 30, 10),
+                       'per_layer'),
 }
 TEST_PASSES = FULL_ITERS // 500
 TEST_IMAGES = 10000
@@ -48,8 +53,8 @@ def block(values):
 
 def prepare(name, width, batch_size, seed=345):
     model = network.cnn9(scaled_widths(width), 100)
-    terms = CONFIGS[name][1]
-    step = steps.compiled(steps.make_train_step(model, terms, seed))
+    _, terms, p_steps = CONFIGS[name]
+    step = steps.compiled(steps.make_train_step(model, terms, seed, p_steps=p_steps))
     state = steps.initial_state(model, terms, seed)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8)
@@ -131,6 +136,11 @@ def report(result):
         ratio = f'{seconds / base:.3f}' if base else ''
         lines.append(f"| {CONFIGS[name][0]} | {1e3 * seconds:.2f} | {ratio} | "
                      f"{result['compile_s'][name]:.1f} | {total / 3600:.2f} |")
+    for name in ('ap', 'advp'):
+        per_layer = result['step_s'].get(name + '_per_layer')
+        if per_layer and name in result['step_s']:
+            lines.append(f"| {CONFIGS[name][0]}: joint P steps x per layer | "
+                         f"{result['step_s'][name] / per_layer:.3f} | | | |")
     lines += ['', f"test pass ({TEST_IMAGES} images, {engine.EVAL_BATCH} a call): "
               f"{result['test_pass_s']:.2f} s; a full run: {FULL_ITERS} steps + {TEST_PASSES} passes"]
     if 'loop_host_ms' in result:

@@ -40,14 +40,14 @@ def random_projection_term(W, draws):
 
 
 def _times_w_transposed(G, W):
-    return ops.matmul(G, ops.transpose(W))
+    return ops.matmul(G, ops.swapaxes(W, -1, -2))
 
 
 def _angle_loss_grad(Q, C_W):
-    """(||C(Q) - C_W||_F, its gradient by Q)."""
+    """(||C(Q) - C_W||_F, its gradient by Q); for a batch ``[G, pd, N]``, one each."""
     diff = pairwise_cosine(Q) - C_W
-    norm = ops.sqrt(ops.maximum(ops.sum(ops.square(diff)), _TINY))
-    return norm, cosine_vjp(Q, diff / norm)
+    norm = ops.sqrt(ops.maximum(ops.sum(ops.square(diff), axis=(-2, -1)), _TINY))
+    return norm, cosine_vjp(Q, diff / ops.expand_dims(ops.expand_dims(norm, -1), -1))
 
 
 def objective_gradient(variant, Q, W):
@@ -104,36 +104,79 @@ def descend_projection(variant, P, W, lr, iters, form='auto'):
 
     ``'gram'`` takes the same steps in the N-dimensional space (K = W^T W once:
     Q_{k+1} = a Q_k - lr G_k K, S_{k+1} = a S_k + G_k, P = a^iters P_0 - lr S W^T);
-    ``'auto'`` picks whichever needs fewer multiply-adds.
+    ``'auto'`` picks whichever needs fewer multiply-adds. ``P [pd, d]`` and ``W [d, N]``,
+    or a batch of layers of one shape, ``[G, pd, d]`` and ``[G, d, N]``.
     """
+    return descend_projections(variant, [P], [W], lr, iters, form)[0]
+
+
+def descend_projections(variant, Ps, Ws, lr, iters, form='auto'):
+    """``descend_projection`` of several layers, in one loop of ``iters`` steps: the
+    layers of one shape stacked, so each step is one batched op per shape for all of
+    them (CNN-9's nine hidden layers have six shapes), instead of a loop per layer."""
     if form not in ('auto', 'direct', 'gram'):
         raise ValueError(f"form must be 'auto', 'direct' or 'gram', got {form!r}")
-    pd, d = P.shape
-    n = W.shape[-1]
-    if form == 'auto':
-        direct, gram = descent_costs(pd, d, n, iters)
-        form = 'gram' if gram < direct else 'direct'
-    W = ops.stop_gradient(W)
-    P = ops.stop_gradient(ops.convert_to_tensor(P))
-    lr = ops.cast(lr, P.dtype)
-    shrink = 1.0 - lr * P_DECAY
-    C_W = pairwise_cosine(W) if variant == 'angle' else None
+    if len(Ps) != len(Ws):
+        raise ValueError(f'{len(Ps)} projections for {len(Ws)} layers')
+    groups = {}
+    for i, (P, W) in enumerate(zip(Ps, Ws)):
+        groups.setdefault((tuple(P.shape), tuple(W.shape)), []).append(i)
+    descents = [_Descent(variant, [Ps[i] for i in members], [Ws[i] for i in members], lr, iters, form)
+                for members in groups.values()]
 
-    def grad_q(Q):
-        if variant == 'angle':
-            return _angle_loss_grad(Q, C_W)[1]
+    def step(_, carries):
+        return tuple(descent.step(carry) for descent, carry in zip(descents, carries))
+
+    carries = ops.fori_loop(0, iters, step, tuple(descent.start() for descent in descents))
+    out = [None] * len(Ps)
+    for members, descent, carry in zip(groups.values(), descents, carries):
+        P = descent.finish(carry)
+        for k, i in enumerate(members):
+            out[i] = P[k] if descent.stacked else P
+    return out
+
+
+class _Descent:
+    """The P steps of the layers of one shape, stacked into ``[G, pd, d]`` where there
+    are several: ``start()`` the loop's carry, ``step(carry)``, ``finish(carry)`` the Ps."""
+
+    def __init__(self, variant, Ps, Ws, lr, iters, form):
+        self.stacked = len(Ps) > 1
+        P = ops.stack([ops.convert_to_tensor(P) for P in Ps]) if self.stacked else Ps[0]
+        W = ops.stack(Ws) if self.stacked else Ws[0]
+        self.P = ops.stop_gradient(ops.convert_to_tensor(P))
+        self.W = ops.stop_gradient(W)
+        pd, d = self.P.shape[-2:]
+        n = self.W.shape[-1]
+        if form == 'auto':
+            direct, gram = descent_costs(pd, d, n, iters)
+            form = 'gram' if gram < direct else 'direct'
+        self.form, self.iters, self.variant = form, iters, variant
+        self.lr = ops.cast(lr, self.P.dtype)
+        self.shrink = 1.0 - self.lr * P_DECAY
+        self.C_W = pairwise_cosine(self.W) if variant == 'angle' else None
+        self.K = ops.matmul(ops.swapaxes(self.W, -1, -2), self.W) if form == 'gram' else None
+
+    def grad_q(self, Q):
+        if self.variant == 'angle':
+            return _angle_loss_grad(Q, self.C_W)[1]
         return -energy_gradient(Q)
 
-    if form == 'direct':
-        def step(_, P):
-            return shrink * P - lr * _times_w_transposed(grad_q(ops.matmul(P, W)), W)
-        return ops.fori_loop(0, iters, step, P)
-    K = ops.matmul(ops.transpose(W), W)
+    def start(self):
+        if self.form == 'direct':
+            return self.P
+        Q = ops.matmul(self.P, self.W)
+        return Q, ops.zeros(Q.shape, Q.dtype)
 
-    def gram_step(_, carry):
+    def step(self, carry):
+        if self.form == 'direct':
+            return self.shrink * carry - self.lr * _times_w_transposed(
+                self.grad_q(ops.matmul(carry, self.W)), self.W)
         Q, S = carry
-        G = grad_q(Q)
-        return shrink * Q - lr * ops.matmul(G, K), shrink * S + G
+        G = self.grad_q(Q)
+        return self.shrink * Q - self.lr * ops.matmul(G, self.K), self.shrink * S + G
 
-    _, S = ops.fori_loop(0, iters, gram_step, (ops.matmul(P, W), ops.zeros((pd, n), P.dtype)))
-    return ops.power(shrink, float(iters)) * P - lr * _times_w_transposed(S, W)
+    def finish(self, carry):
+        if self.form == 'direct':
+            return carry
+        return ops.power(self.shrink, float(self.iters)) * self.P - self.lr * _times_w_transposed(carry[1], self.W)

@@ -86,6 +86,10 @@ def parity_outputs(a):
         for form in ('direct', 'gram'):
             out[f'{variant}/descend/{form}'] = projections.descend_projection(
                 variant, a['P'], a['Wl'], lr, iters, form)
+        joint = projections.descend_projections(variant, [a['P'], a['P3'], a['P2']],
+                                                [a['Wl'], a['W'], a['Wl2']], lr, iters)
+        for k, P in enumerate(joint):
+            out[f'{variant}/descend/joint{k}'] = P
     # AP with P's decay in the look-ahead (the protocol's form; the default is the release's).
     out['angle/decay'], (out['angle/decay/grad_w'], out['angle/decay/grad_p']) = value_and_grads(
         lambda w, p: projections.learned_projection_term('angle', w, p, lr, True), a['Wl'], a['P'])
@@ -112,7 +116,7 @@ def edge_outputs(a):
 
 
 def parity(inputs, out):
-    keys = ('W', 'B', 'upstream', 'Wl', 'P', 'draws')
+    keys = ('W', 'B', 'upstream', 'Wl', 'P', 'draws', 'Wl2', 'P2', 'P3')
     out.update(run(parity_outputs, {k: inputs[k] for k in keys}))
 
 

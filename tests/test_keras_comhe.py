@@ -33,6 +33,9 @@ def make_inputs():
                   upstream=rng.uniform(0.5, 2.0, size=3).astype(f32),
                   Wl=rng.normal(size=(12, 9)).astype(f32), P=rng.normal(size=(5, 12)).astype(f32),
                   lr=np.array(LR), iters=np.array(ITERS))
+    # Joint P steps (descend_projections): a second layer shaped as (P, Wl), one as W.
+    inputs.update(Wl2=rng.normal(size=(12, 9)).astype(f32), P2=rng.normal(size=(5, 12)).astype(f32),
+                  P3=rng.normal(size=(5, 9)).astype(f32))
     for case, W in edge_cases().items():
         inputs['edge/' + case] = W.astype(f32)
     inputs['edge/P'] = rng.normal(size=(3, 6)).astype(f32)
@@ -51,13 +54,17 @@ def depth(key):
     return DEPTH[kind] * (2 if 'grad' in parts[-1] else 1)
 
 
+GRAPH_INPUTS = ('W', 'B', 'Wl', 'P', 'upstream', 'Wl2', 'P2', 'P3')
+JOINT_LAYERS = (('P', 'Wl'), ('P3', 'W'), ('P2', 'Wl2'))   # as in keras_backend_check
+
+
 def graph_values(inputs, dtype):
     """A function of arrays shaped as ``inputs``: the graph code's values and gradients
     on them, in ``dtype``, from one graph built once. In float32 RP draws its own
     projections (returned as 'draws'); in float64 it takes the arrays' 'draws'."""
     graph = tf.Graph()
     with graph.as_default():
-        fed = {k: tf.placeholder(dtype, np.shape(inputs[k])) for k in ('W', 'B', 'Wl', 'P', 'upstream')}
+        fed = {k: tf.placeholder(dtype, np.shape(inputs[k])) for k in GRAPH_INPUTS}
         W, B, Wl, P, upstream = (fed[k] for k in ('W', 'B', 'Wl', 'P', 'upstream'))
         fetch = {}
         for power in POWERS:
@@ -89,6 +96,10 @@ def graph_values(inputs, dtype):
             for form in ('direct', 'gram'):
                 fetch[f'{variant}/descend/{form}'] = proj.descend_projection(
                     P, Wl, objective_of, LR, ITERS, form)
+            # keras_backend_check's joint P steps of the layers (P, Wl), (P3, W), (P2, Wl2).
+            for k, (Pk, Wk) in enumerate(JOINT_LAYERS):
+                fetch[f'{variant}/descend/joint{k}'] = proj.descend_projection(
+                    fed[Pk], fed[Wk], proj.LEARNED_VARIANTS[variant][1](fed[Wk]), LR, ITERS, 'direct')
     sess = tf.Session(graph=graph)
     return lambda arrays: sess.run(fetch, {fed[k]: arrays[k] for k in fed})
 
@@ -129,7 +140,7 @@ def backend_runs(reference):
 def exact(reference, backend_runs):
     """(the graph code's float64 values, s of each: tests/float32_bound.py), computed
     while the backends run."""
-    inputs = {k: reference[0][k] for k in ('W', 'B', 'Wl', 'P', 'upstream', 'draws')}
+    inputs = {k: reference[0][k] for k in GRAPH_INPUTS + ('draws',)}
     return float32_bound.sensitivity(graph_values(inputs, np.float64), inputs)
 
 
@@ -175,6 +186,13 @@ def test_learned_terms_and_p_steps_equal_the_graph_code(backend, variant):
     # The term (through its look-ahead), its gradients in W and P, P's objective, ITERS P steps.
     for suffix in ('', '/grad_w', '/grad_p', '/objective', '/descend/direct', '/descend/gram'):
         equal_the_exact_value(backend, variant + suffix)
+
+
+@pytest.mark.parametrize('variant', list(LEARNED))
+def test_joint_p_steps_of_several_layers_equal_each_layers_own(backend, variant):
+    # Three layers, two of one shape (stacked into one batched op) and one of another.
+    for k in range(len(JOINT_LAYERS)):
+        equal_the_exact_value(backend, f'{variant}/descend/joint{k}')
 
 
 def test_ap_with_the_decay_in_its_lookahead_equals_the_graph_code(backend):

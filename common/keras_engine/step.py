@@ -127,9 +127,26 @@ def value_and_grad(fn):
     raise ValueError(f'KERAS_BACKEND={backend!r}: the Keras engine runs on jax, tensorflow or torch')
 
 
-def make_train_step(model, terms, seed, n_class=100):
+P_STEPS = ('joint', 'per_layer')
+
+
+def descend(terms, Ps, Ws, lr, p_steps='joint'):
+    """The hidden layers' P after their ``terms.iters`` steps: ``'joint'``, one loop for
+    all layers, those of one shape stacked (bench/keras_engine_step.py measures it
+    against ``'per_layer'``, a loop per layer)."""
+    if p_steps == 'joint':
+        Ps = projections.descend_projections(terms.kind, Ps, Ws, lr, terms.iters)
+    elif p_steps == 'per_layer':
+        Ps = [projections.descend_projection(terms.kind, P, W, lr, terms.iters) for P, W in zip(Ps, Ws)]
+    else:
+        raise ValueError(f'p_steps must be one of {P_STEPS}, got {p_steps!r}')
+    return [ops.stop_gradient(P) for P in Ps]
+
+
+def make_train_step(model, terms, seed, n_class=100, p_steps='joint'):
     """``step(state, images, labels, lr, draws=None) -> (state, [fit, reg, thom, thomf, acc])``;
-    ``draws``: the RP draws to use instead of the run's own (a parity test's)."""
+    ``draws``: the RP draws to use instead of the run's own (a parity test's);
+    ``p_steps``: see ``descend``."""
     loss_and_grad = value_and_grad(make_loss(model, terms, n_class))
     positions = filter_positions(model)
     generators = [keras.random.SeedGenerator(0) for _ in range(9)] if terms.kind == 'rp' else []
@@ -137,8 +154,7 @@ def make_train_step(model, terms, seed, n_class=100):
     def step(state, images, labels, lr, draws=None):
         trainable = list(state['trainable'])
         Ws = [filters_as_matrix(trainable[i]) for i in positions]
-        P = [ops.stop_gradient(projections.descend_projection(terms.kind, P, W, lr, terms.iters))
-             for P, W in zip(state['P'], Ws[1:10])] if terms.learned else []
+        P = descend(terms, state['P'], Ws[1:10], lr, p_steps) if terms.learned else []
         if terms.kind == 'rp' and draws is None:
             draws = rp_draws(terms, Ws[1:10], generators, seed, state['step'])
         (_, (fit, reg, thom, thomf, acc, non_trainable)), grads = loss_and_grad(

@@ -82,9 +82,12 @@ def latest_run(run_dir):
     return None if index is None else RunFiles(Path(run_dir), index)
 
 
+BUSY = 'is being written by another train.py'
+
+
 def busy_message(files):
     """Why a run cannot be written now: another train.py holds its lock."""
-    return (f'run {files.index:02d} in {files.run_dir} is being written by another train.py '
+    return (f'run {files.index:02d} in {files.run_dir} {BUSY} '
             f'({locks.holder(files.lock_file)}); wait until it ends, or stop it, then run again')
 
 

@@ -111,3 +111,42 @@ def test_a_sweep_retry_waits_for_the_train_py_of_an_earlier_attempt(tmp_path, ho
     proc.kill()
     proc.wait()
     assert task.wait_for_previous_writer(spec, output)
+
+
+FAKE_TRAIN = '''
+import pathlib, sys
+folder = pathlib.Path(sys.argv[1])
+starts = len(list(folder.glob('start_*')))
+(folder / f'start_{starts}').touch()
+if starts < int(sys.argv[2]):    # refused as train.py is when another one holds the run
+    print('error: ' + sys.argv[3], flush=True)
+    sys.exit(2)
+(folder / 'trained').touch()
+'''
+
+
+@pytest.mark.parametrize('refusals, state', [(2, 'done'), (4, 'failed')])
+def test_a_sweep_start_refused_because_another_train_py_took_the_run_waits_and_goes_on(
+        tmp_path, monkeypatch, refusals, state):
+    # The race: the run's lock free when the task looked, taken (a user's --resume, say)
+    # before its train.py started. Not a failure of the run, up to task.BUSY_RETRIES times.
+    from common.sweep import runstatus, task
+    run_dir = tmp_path / 'run'
+    files = runstate.new_run(run_dir)
+    run_dir.mkdir()
+    script = tmp_path / 'train.py'
+    script.write_text(FAKE_TRAIN)
+
+    class Spec:
+        entry, run_id, flags = 'random_projection', 'run', None
+    spec = Spec()
+    spec.run_dir, spec.script = run_dir, script
+    spec.argv = [str(tmp_path), str(refusals), runstate.busy_message(files)]
+    monkeypatch.setattr(runstatus, 'disk_state', lambda spec: runstatus.DiskState(
+        'done' if (tmp_path / 'trained').exists() else 'new', 0))
+    monkeypatch.setattr(task, 'POLL_S', 0.01)
+    result = task.run_to_completion(spec, retries=0, gpus_per_run=0, restore_env={})
+    assert result['state'] == state, result
+    assert len(list(tmp_path.glob('start_*'))) == min(refusals, task.BUSY_RETRIES) + 1
+    if state == 'failed':
+        assert runstate.BUSY in result['message']

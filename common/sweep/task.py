@@ -6,7 +6,8 @@ the run folder's sweep_output.txt. Then, by train.py's exit code:
 
     0                 done
     2                 a bad flag, missing data, ...: a retry cannot fix it; failed, with
-                      train.py's message (the other runs go on)
+                      train.py's message (the other runs go on). But 2 because another
+                      train.py took the run's lock after the wait below: wait again
     1 + non-finite    a non-finite loss: a resume would replay it; failed
     130, 143          stopped by SIGINT/SIGTERM after writing its checkpoint (Ctrl-C on
                       the sweep); the next `sweep run` resumes it
@@ -43,6 +44,7 @@ STOPPED_EXITS = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 # train.py's message for a non-finite loss or weights (common.loop.RESTART_ADVICE).
 NON_FINITE = 'start a new run without --resume'
 STOP_WAIT_S = 600
+BUSY_RETRIES = 3   # starts refused because another train.py took the run meanwhile
 POLL_S = 0.2
 _ERROR_LINE = re.compile(r'(^|: )error: ')
 
@@ -171,7 +173,7 @@ def run_to_completion(spec, retries, gpus_per_run, restore_env):
     # (SIGKILL) with the run under way. Either way the attempts go on counting.
     lost, record = ('its sweep driver died', record['interrupted']) if 'interrupted' in record \
         else ('its Ray worker or node was lost', record)
-    attempt, history = 0, {}
+    attempt, busy, history = 0, 0, {}
     if record.get('state') == 'running':
         attempt = record.get('attempt', 0)
         on = record.get('host', '?') + (f" (node {record['node']})" if record.get('node') else '')
@@ -202,6 +204,11 @@ def run_to_completion(spec, retries, gpus_per_run, restore_env):
         message = failure_message(output_path, start)
         if code in STOPPED_EXITS:
             return _finish(spec, 'stopped', f'exit code {code}: {message}', attempt, history)
+        if code == PERMANENT_EXIT and runstate.BUSY in message and busy < BUSY_RETRIES:
+            # Another train.py took the lock between the wait and this start: not a
+            # failure of this run; wait for that one to exit, then go on from the disk.
+            busy += 1
+            continue
         if code == PERMANENT_EXIT or (code == 1 and NON_FINITE in message):
             return _finish(spec, 'failed', f'exit code {code}: {message}', attempt, history)
         history['last_failure'] = f'attempt {attempt} on {runstatus.this_host()}: {exit_reason(code)}'

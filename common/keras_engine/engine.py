@@ -64,9 +64,30 @@ def save_checkpoint(folder, arrays, iteration):
             p.unlink()
 
 
-def load_checkpoint(folder, iteration):
-    with np.load(folder / f'ckpt-{iteration}.npz') as f:
-        return state_from_arrays(dict(f))
+def load_checkpoint(folder, iteration, fresh):
+    """The state saved at ``iteration``, checked against ``fresh`` (a new run's state of
+    the same flags): the step its index names, every array of the same shape. Raises
+    CheckpointError with what differs."""
+    path = folder / f'ckpt-{iteration}.npz'
+    try:
+        with np.load(path) as f:
+            arrays = dict(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f'{path} cannot be read ({e})') from e
+    want = {k: v.shape for k, v in state_arrays(fresh).items()}
+    got = {k: v.shape for k, v in arrays.items()}
+    if got != want:
+        wrong = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+        raise CheckpointError(f'{path} does not hold this run\'s state (arrays missing, extra or of '
+                              f'other shapes: {", ".join(wrong[:4])})')
+    if int(arrays['step']) != iteration:
+        raise CheckpointError(f'{path} holds the state after step {int(arrays["step"])}, not '
+                              f'{iteration} as its name and the checkpoint index say')
+    return state_from_arrays(arrays)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is not the state of this run at the iteration it names."""
 
 
 class Scalars:
@@ -164,11 +185,16 @@ def _train_run(flags, run_name, terms, files, train_x, train_y, test_x, test_y):
     n_class = 100   # as the TF1 engine: CIFAR-100's classes, whatever the data set's labels
     model = network.cnn9(scaled_widths(flags.width), n_class, flags.bn_zero_debias,
                          seed=flags.random_seed)
+    state = steps.initial_state(model, terms, flags.random_seed)
+    restored = None
     if flags.resume:
         restored = files.checkpoint_iteration()
-        state = load_checkpoint(files.checkpoint_dir, restored)
-    else:
-        restored, state = None, steps.initial_state(model, terms, flags.random_seed)
+        try:
+            state = load_checkpoint(files.checkpoint_dir, restored, state)
+        except CheckpointError as e:
+            print(f'error: {e}; the run cannot resume from it: put back the checkpoint folder '
+                  f'as the run left it, or start a new run without --resume', file=sys.stderr)
+            return 2
     start = loop.begin(flags, files, run_name, restored)
     train_step = steps.compiled(steps.make_train_step(model, terms, flags.random_seed, n_class))
     test_set = TestSet(model, test_x, test_y)

@@ -1,6 +1,6 @@
 # make test: create .venv, install the requirements, run the test suite.
 # make train: the same set-up, then random_projection/train.py with its defaults.
-# GPU=1 installs TensorFlow with its CUDA libraries (requirements-gpu.txt), GPU=0 without
+# GPU=1 installs TensorFlow and JAX with their CUDA libraries (requirements-gpu.txt), GPU=0 without
 # (requirements-dev.txt); by default 1 where an NVIDIA driver answers (nvidia-smi), else 0.
 PYTHON ?= python3
 VENV := .venv

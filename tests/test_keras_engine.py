@@ -11,6 +11,7 @@ step after a drop, agree within 1% of their norm (measured: 0.5% at most at full
 width, where float32 cancels in the gradients of the first layers).
 """
 import importlib.util
+import json
 import signal
 import subprocess
 import sys
@@ -137,6 +138,31 @@ def test_a_run_of_one_engine_does_not_resume_with_the_other(cifar_fixture, tmp_p
     assert '--engine is keras, the run used tf1' in capsys.readouterr().err
 
 
+def test_a_checkpoint_that_is_not_the_runs_state_at_its_iteration_is_refused(cifar_fixture, tmp_path,
+                                                                           capsys):
+    args = [*cifar_fixture, '--engine', 'keras', '--width', '0.125', '--batch_size', '8',
+            '--eval_every', '100', '--pn', '2', '--log_dir', str(tmp_path), '--max_iters', '6',
+            '--ckpt_every', '3']
+    assert train_in_process('random_projection', *args) == 0
+    folder = tmp_path / 'pd40_pn2' / 'checkpoints_00'
+    (folder / 'ckpt-6.npz').unlink()         # as if killed before its last checkpoint
+    (folder / 'checkpoint').write_text('model_checkpoint_path: "ckpt-3"\n')
+    with np.load(folder / 'ckpt-3.npz') as f:
+        good = dict(f)
+    for broken, message in ((dict(good, step=np.int32(2)), 'holds the state after step 2, not 3'),
+                            ({k: v for k, v in good.items() if k != 'accum/000'}, 'accum/000'),
+                            (dict(good, **{'trainable/001': good['trainable/001'][:1]}), 'trainable/001')):
+        np.savez(folder / 'ckpt-3.npz', **broken)
+        capsys.readouterr()
+        assert train_in_process('random_projection', *args, '--resume') == 2
+        err = capsys.readouterr().err
+        assert message in err and 'start a new run without --resume' in err, err
+    np.savez(folder / 'ckpt-3.npz', **good)
+    assert train_in_process('random_projection', *args, '--resume') == 0
+    assert 'resuming run 00 at iteration 3' in capsys.readouterr().out
+    assert (tmp_path / 'pd40_pn2' / 'log_test_00.txt').read_text().splitlines()[-1].startswith('++++iter_5')
+
+
 def test_a_sweep_file_chooses_the_engine_as_any_flag(tmp_path):
     from common.sweep import sweepfile
     path = tmp_path / 'k.toml'
@@ -207,3 +233,33 @@ def test_rp_draws_differ_for_every_layer_and_step():
     again = [np.asarray(d) for d in steps.rp_draws(t, Ws, generators, 345, 5)]
     for a, b in zip(again, draws[5]):
         np.testing.assert_array_equal(a, b)
+
+
+NO_TENSORFLOW = """import sys
+sys.modules['tensorflow'] = None   # as on a GPU machine with JAX and no TensorFlow
+"""
+
+
+def test_the_full_run_benchmark_runs_train_py_on_jax_without_tensorflow(tmp_path):
+    # What bench/gpu_keras_engine.sh runs on a borrowed GPU machine, whose image has JAX
+    # and no TensorFlow: the Keras engine needs none (no TensorBoard events then).
+    if importlib.util.find_spec('jax') is None:
+        pytest.skip('jax is not installed')
+    site = tmp_path / 'site'
+    site.mkdir()
+    (site / 'sitecustomize.py').write_text(NO_TENSORFLOW)
+    out = tmp_path / 'out'
+    env = dict(subprocess_env(), KERAS_BACKEND='jax', PYTHONPATH=str(site))
+    proc = subprocess.run([sys.executable, 'bench/keras_engine_full_run.py', '--out', str(out), '--quick'],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / 'full_run.json').read_text())
+    assert (result['exit_code'], result['last_iteration'], result['max_iters']) == (0, 200, 300)
+    assert result['last_test_line'].startswith('++++iter_299')
+    assert result['wall_s'] > result['first_line_s'] > 0 and result['iterations_per_s'] > 0
+    run_text = (out / 'run.txt').read_text()
+    assert 'TensorFlow is not installed, so no TensorBoard events are written' in run_text
+    train_lines = (out / 'log_train_00.txt').read_text().splitlines()
+    assert [line.split(':')[0] for line in train_lines] == ['====iter_0', '====iter_100', '====iter_200']
+    assert (out / 'log_test_00.txt').read_text().splitlines()[-1] == result['last_test_line']
+    assert '200' in (out / 'full_run.md').read_text()

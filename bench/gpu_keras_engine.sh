@@ -7,7 +7,8 @@
 #     and the test pass, full width, batch 128;
 #  2. bench/keras_engine_full_run.py: one complete RP run, 75,000 iterations at full
 #     width, batch 128, on a synthetic CIFAR-100-format set of 50,000 images, stopped
-#     (SIGTERM, checkpointed) at RUN_LIMIT seconds if not done.
+#     (SIGTERM, checkpointed) if not done when the script has run TOTAL - 20 s (its
+#     synthetic set's writing counted).
 #
 # What travels: Keras and the two small packages it needs that the device image lacks,
 # as wheels in .whl/ (ignored by git), fetched here once:
@@ -25,9 +26,9 @@
 set -u
 OUT=${OUT:-bench/results/gpu_run}
 PYTHON=${PYTHON:-python3}
-BENCH_LIMIT=${BENCH_LIMIT:-170}
-RUN_LIMIT=${RUN_LIMIT:-380}
-STEP_ARGS=${STEP_ARGS:---steps 100 --rounds 3}
+TOTAL=${TOTAL:-550}             # s for the whole script: inside the device tool's 600 s call
+BENCH_LIMIT=${BENCH_LIMIT:-150}
+STEP_ARGS=${STEP_ARGS:---steps 50 --rounds 3}
 RUN_ARGS=${RUN_ARGS:-}
 mkdir -p "$OUT"
 if ls .whl/*.whl > /dev/null 2>&1; then
@@ -41,9 +42,13 @@ export KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEV
 nvidia-smi -L >> "$OUT/versions.txt" 2>&1
 cat "$OUT/versions.txt"
 
-timeout -s INT "$BENCH_LIMIT" "$PYTHON" bench/keras_engine_step.py $STEP_ARGS \
+# SIGINT at the limit: the benchmark reports the rounds it took (-k: killed 15 s later).
+timeout -k 15 -s INT "$BENCH_LIMIT" "$PYTHON" bench/keras_engine_step.py $STEP_ARGS \
     --json "$OUT/keras_engine_step.json" > "$OUT/keras_engine_step.md"   # its progress: on stderr
 echo "step benchmark: exit $?"; cat "$OUT/keras_engine_step.md"
 
+# What is left of TOTAL, less 20 s for the run's last checkpoint and the report.
+RUN_LIMIT=${RUN_LIMIT:-$((TOTAL - SECONDS - 20))}
+echo "full run: stopped at $RUN_LIMIT s if not done"
 "$PYTHON" bench/keras_engine_full_run.py --out "$OUT" --timeout "$RUN_LIMIT" $RUN_ARGS
 echo "full run: exit $?"

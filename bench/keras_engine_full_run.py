@@ -46,10 +46,11 @@ def card():
         return f'no nvidia-smi ({e.__class__.__name__})'
 
 
-def run(args, data_dir, md5, log_dir, out):
+def run(args, data_dir, md5, log_dir, out, deadline):
     """train.py in a subprocess, its output copied to out/run.txt as it comes ->
     dict(exit_code (None when stopped by --timeout), wall_s, first_line_s, last_iteration,
-    iterations_per_s between the first and the last train line)."""
+    iterations_per_s between the first and the last train line). ``deadline``: a
+    time.perf_counter() at which the run is stopped, or None."""
     command = [sys.executable, str(ROOT / args.variant / 'train.py'), '--engine', 'keras',
                '--data_dir', str(data_dir), '--data_md5', md5, '--log_dir', str(log_dir),
                '--width', str(args.width), '--batch_size', str(args.batch_size),
@@ -61,8 +62,14 @@ def run(args, data_dir, md5, log_dir, out):
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=dict(os.environ, PYTHONUNBUFFERED='1'), cwd=ROOT)
         # SIGTERM at the limit: the run checkpoints and stops, as a user's Ctrl-C would.
-        limit = threading.Timer(args.timeout, proc.terminate) if args.timeout else None
+        stopped = threading.Event()
+
+        def stop():
+            stopped.set()
+            proc.terminate()
+        limit = threading.Timer(max(1.0, deadline - time.perf_counter()), stop) if deadline else None
         if limit:
+            limit.daemon = True
             limit.start()
         for line in proc.stdout:
             text.write(line)
@@ -71,11 +78,10 @@ def run(args, data_dir, md5, log_dir, out):
                 last = (time.perf_counter() - start, int(match.group(1)))
                 first = first or last
         code = proc.wait()
-        stopped = limit is not None and not limit.is_alive() and code != 0
         if limit:
             limit.cancel()
     rate = (last[1] - first[1]) / (last[0] - first[0]) if first and last[0] > first[0] else None
-    return dict(exit_code=None if stopped else code, wall_s=time.perf_counter() - start,
+    return dict(exit_code=None if stopped.is_set() and code != 0 else code, wall_s=time.perf_counter() - start,
                 first_line_s=first and first[0], last_iteration=last and last[1],
                 iterations_per_s=rate)
 
@@ -118,7 +124,8 @@ def main(argv=None):
     p.add_argument('--max_iters', type=int, default=FULL_ITERS)
     p.add_argument('--train_images', type=int, default=50000)
     p.add_argument('--test_images', type=int, default=10000)
-    p.add_argument('--timeout', type=float, default=0, help='stop the run (SIGTERM) after this many s')
+    p.add_argument('--timeout', type=float, default=0,
+                   help='stop the run (SIGTERM) this many s after this script started')
     p.add_argument('--quick', action='store_true',
                    help='width 0.125, batch 16, 300 iterations, 2,000 + 500 images')
     p.add_argument('train_args', nargs='*', help='more train.py flags, after --')
@@ -128,17 +135,20 @@ def main(argv=None):
         args.train_images, args.test_images = 2000, 500
         args.train_args = args.train_args or ['--eval_every', '100', '--ckpt_every', '100']
     args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    deadline = start + args.timeout if args.timeout else None   # the set's writing counts too
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
         info = write_cifar100_archive(Path(tmp) / 'data', args.train_images, args.test_images,
                                       n_classes=100, seed=0)
         data_s = time.perf_counter() - start
         md5 = f"train={info['file_md5']['train']},test={info['file_md5']['test']},archive={info['archive_md5']}"
         log_dir = Path(tmp) / 'logs'
-        outcome = run(args, Path(tmp) / 'data', md5, log_dir, args.out)
-        logs = sorted(log_dir.glob('*/log_*_00.txt'))
-        for path in logs:
-            (args.out / path.name).write_bytes(path.read_bytes())
+        try:
+            outcome = run(args, Path(tmp) / 'data', md5, log_dir, args.out, deadline)
+        finally:     # the logs, whatever happened to the run
+            logs = sorted(log_dir.glob('*/log_*_00.txt'))
+            for path in logs:
+                (args.out / path.name).write_bytes(path.read_bytes())
         test_log = next((p for p in logs if p.name.startswith('log_test')), Path('missing'))
         result = dict(
             variant=args.variant, width=args.width, batch_size=args.batch_size, max_iters=args.max_iters,

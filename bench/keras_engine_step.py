@@ -137,10 +137,10 @@ def report(result):
         lines.append(f"| {CONFIGS[name][0]} | {1e3 * seconds:.2f} | {ratio} | "
                      f"{result['compile_s'][name]:.1f} | {total / 3600:.2f} |")
     for name in ('ap', 'advp'):
-        per_layer = result['step_s'].get(name + '_per_layer')
-        if per_layer and name in result['step_s']:
-            lines.append(f"| {CONFIGS[name][0]}: joint P steps x per layer | "
-                         f"{result['step_s'][name] / per_layer:.3f} | | | |")
+        if name in result['rounds_s'] and name + '_per_layer' in result['rounds_s']:
+            ratios = [a / b for a, b in zip(result['rounds_s'][name], result['rounds_s'][name + '_per_layer'])]
+            lines += ['', f"{CONFIGS[name][0]}: joint P steps / a loop per layer, each round: "
+                      + ', '.join(f'{r:.3f}' for r in ratios)]
     lines += ['', f"test pass ({TEST_IMAGES} images, {engine.EVAL_BATCH} a call): "
               f"{result['test_pass_s']:.2f} s; a full run: {FULL_ITERS} steps + {TEST_PASSES} passes"]
     if 'loop_host_ms' in result:
@@ -172,11 +172,19 @@ def main(argv=None):
         runs[name] = prepare(name, args.width, args.batch_size)
         print(f'compiled {name}: {runs[name]["compile_s"]:.1f} s', file=sys.stderr, flush=True)
     times = {name: [] for name in names}
-    for r in range(args.rounds):
-        for name in names:
-            times[name].append(time_steps(runs[name], args.steps))
-        print(f'round {r + 1}: ' + ', '.join(f'{n} {1e3 * t[-1]:.1f} ms' for n, t in times.items()),
-              file=sys.stderr, flush=True)
+    try:
+        for r in range(args.rounds):
+            for name in names:
+                times[name].append(time_steps(runs[name], args.steps))
+            print(f'round {r + 1}: ' + ', '.join(f'{n} {1e3 * t[-1]:.1f} ms' for n, t in times.items()),
+                  file=sys.stderr, flush=True)
+    except KeyboardInterrupt:   # SIGINT (a time limit): report the whole rounds taken
+        print('interrupted: reporting the rounds done', file=sys.stderr, flush=True)
+        done = min(len(t) for t in times.values())
+        if not done:
+            return 1
+        times = {n: t[:done] for n, t in times.items()}
+        args.rounds = done
     images = np.random.default_rng(1).integers(0, 256, (TEST_IMAGES, 32, 32, 3), dtype=np.uint8)
     result = dict(machine=machine(), width=args.width, batch_size=args.batch_size, steps=args.steps,
                   rounds=args.rounds, step_s={n: statistics.median(t) for n, t in times.items()},

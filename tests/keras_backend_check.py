@@ -27,6 +27,7 @@ from keras_comhe import projections  # noqa: E402
 
 BACKEND = keras.backend.backend()
 LR, ITERS = 0.1, 3   # as tests/test_keras_comhe.py
+JOINT_FORMS = ('auto', 'direct', 'gram')
 BATCHED_POWERS = ('2', 'a2')   # power '2''s own code, and the code all other kernels share
 
 
@@ -86,10 +87,11 @@ def parity_outputs(a):
         for form in ('direct', 'gram'):
             out[f'{variant}/descend/{form}'] = projections.descend_projection(
                 variant, a['P'], a['Wl'], lr, iters, form)
-        joint = projections.descend_projections(variant, [a['P'], a['P3'], a['P2']],
-                                                [a['Wl'], a['W'], a['Wl2']], lr, iters)
-        for k, P in enumerate(joint):
-            out[f'{variant}/descend/joint{k}'] = P
+        for form in JOINT_FORMS:
+            joint = projections.descend_projections(variant, [a['P'], a['P3'], a['P2']],
+                                                    [a['Wl'], a['W'], a['Wl2']], lr, iters, form)
+            for k, P in enumerate(joint):
+                out[f'{variant}/descend/joint_{form}{k}'] = P
     # AP with P's decay in the look-ahead (the protocol's form; the default is the release's).
     out['angle/decay'], (out['angle/decay/grad_w'], out['angle/decay/grad_p']) = value_and_grads(
         lambda w, p: projections.learned_projection_term('angle', w, p, lr, True), a['Wl'], a['P'])

@@ -56,6 +56,7 @@ def depth(key):
 
 GRAPH_INPUTS = ('W', 'B', 'Wl', 'P', 'upstream', 'Wl2', 'P2', 'P3')
 JOINT_LAYERS = (('P', 'Wl'), ('P3', 'W'), ('P2', 'Wl2'))   # as in keras_backend_check
+JOINT_FORMS = ('auto', 'direct', 'gram')
 
 
 def graph_values(inputs, dtype):
@@ -98,8 +99,10 @@ def graph_values(inputs, dtype):
                     P, Wl, objective_of, LR, ITERS, form)
             # keras_backend_check's joint P steps of the layers (P, Wl), (P3, W), (P2, Wl2).
             for k, (Pk, Wk) in enumerate(JOINT_LAYERS):
-                fetch[f'{variant}/descend/joint{k}'] = proj.descend_projection(
-                    fed[Pk], fed[Wk], proj.LEARNED_VARIANTS[variant][1](fed[Wk]), LR, ITERS, 'direct')
+                P = proj.descend_projection(fed[Pk], fed[Wk], proj.LEARNED_VARIANTS[variant][1](fed[Wk]),
+                                            LR, ITERS, 'direct')
+                for form in JOINT_FORMS:
+                    fetch[f'{variant}/descend/joint_{form}{k}'] = P
     sess = tf.Session(graph=graph)
     return lambda arrays: sess.run(fetch, {fed[k]: arrays[k] for k in fed})
 
@@ -190,9 +193,11 @@ def test_learned_terms_and_p_steps_equal_the_graph_code(backend, variant):
 
 @pytest.mark.parametrize('variant', list(LEARNED))
 def test_joint_p_steps_of_several_layers_equal_each_layers_own(backend, variant):
-    # Three layers, two of one shape (stacked into one batched op) and one of another.
-    for k in range(len(JOINT_LAYERS)):
-        equal_the_exact_value(backend, f'{variant}/descend/joint{k}')
+    # Three layers, two of one shape (stacked into one batched op) and one of another, in
+    # each form (auto: direct for the stacked pair, Gram for the other at these shapes).
+    for form in JOINT_FORMS:
+        for k in range(len(JOINT_LAYERS)):
+            equal_the_exact_value(backend, f'{variant}/descend/joint_{form}{k}')
 
 
 def test_ap_with_the_decay_in_its_lookahead_equals_the_graph_code(backend):

@@ -11,6 +11,7 @@ step after a drop, agree within 1% of their norm (measured: 0.5% at most at full
 width, where float32 cancels in the gradients of the first layers).
 """
 import importlib.util
+import io
 import json
 import signal
 import subprocess
@@ -138,6 +139,12 @@ def test_a_run_of_one_engine_does_not_resume_with_the_other(cifar_fixture, tmp_p
     assert '--engine is keras, the run used tf1' in capsys.readouterr().err
 
 
+def npz_bytes(arrays):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
 def test_a_checkpoint_that_is_not_the_runs_state_at_its_iteration_is_refused(cifar_fixture, tmp_path,
                                                                            capsys):
     args = [*cifar_fixture, '--engine', 'keras', '--width', '0.125', '--batch_size', '8',
@@ -151,7 +158,15 @@ def test_a_checkpoint_that_is_not_the_runs_state_at_its_iteration_is_refused(cif
         good = dict(f)
     for broken, message in ((dict(good, step=np.int32(2)), 'holds the state after step 2, not 3'),
                             ({k: v for k, v in good.items() if k != 'accum/000'}, 'accum/000'),
-                            (dict(good, **{'trainable/001': good['trainable/001'][:1]}), 'trainable/001')):
+                            (dict(good, **{'trainable/001': good['trainable/001'][:1]}), 'trainable/001'),
+                            (dict(good, **{'accum/001': good['accum/001'].astype(np.float64)}), 'accum/001'),
+                            (None, 'cannot be read (BadZipFile')):
+        if broken is None:     # cut short, as by a full disk
+            (folder / 'ckpt-3.npz').write_bytes(npz_bytes(good)[:1000])
+            capsys.readouterr()
+            assert train_in_process('random_projection', *args, '--resume') == 2
+            assert message in capsys.readouterr().err
+            continue
         np.savez(folder / 'ckpt-3.npz', **broken)
         capsys.readouterr()
         assert train_in_process('random_projection', *args, '--resume') == 2

@@ -150,3 +150,5 @@ def test_a_sweep_start_refused_because_another_train_py_took_the_run_waits_and_g
     assert len(list(tmp_path.glob('start_*'))) == min(refusals, task.BUSY_RETRIES) + 1
     if state == 'failed':
         assert runstate.BUSY in result['message']
+    else:       # the refused starts are not attempts: a retry budget of 0 was enough
+        assert result['attempts'] == 1

@@ -13,6 +13,8 @@ import os
 import socket
 import sys
 import time
+import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -66,20 +68,20 @@ def save_checkpoint(folder, arrays, iteration):
 
 def load_checkpoint(folder, iteration, fresh):
     """The state saved at ``iteration``, checked against ``fresh`` (a new run's state of
-    the same flags): the step its index names, every array of the same shape. Raises
+    the same flags): the step its index names, every array of the same shape and type. Raises
     CheckpointError with what differs."""
     path = folder / f'ckpt-{iteration}.npz'
     try:
         with np.load(path) as f:
             arrays = dict(f)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f'{path} cannot be read ({e})') from e
-    want = {k: v.shape for k, v in state_arrays(fresh).items()}
-    got = {k: v.shape for k, v in arrays.items()}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:   # missing, truncated, corrupt
+        raise CheckpointError(f'{path} cannot be read ({e.__class__.__name__}: {e})') from e
+    want = {k: (v.shape, v.dtype) for k, v in state_arrays(fresh).items()}
+    got = {k: (v.shape, v.dtype) for k, v in arrays.items()}
     if got != want:
         wrong = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
         raise CheckpointError(f'{path} does not hold this run\'s state (arrays missing, extra or of '
-                              f'other shapes: {", ".join(wrong[:4])})')
+                              f'other shapes or types: {", ".join(wrong[:4])})')
     if int(arrays['step']) != iteration:
         raise CheckpointError(f'{path} holds the state after step {int(arrays["step"])}, not '
                               f'{iteration} as its name and the checkpoint index say')

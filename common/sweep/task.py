@@ -206,8 +206,9 @@ def run_to_completion(spec, retries, gpus_per_run, restore_env):
             return _finish(spec, 'stopped', f'exit code {code}: {message}', attempt, history)
         if code == PERMANENT_EXIT and runstate.BUSY in message and busy < BUSY_RETRIES:
             # Another train.py took the lock between the wait and this start: not a
-            # failure of this run; wait for that one to exit, then go on from the disk.
+            # failure of this run, nor an attempt; wait for that one to exit, then go on.
             busy += 1
+            attempt -= 1
             continue
         if code == PERMANENT_EXIT or (code == 1 and NON_FINITE in message):
             return _finish(spec, 'failed', f'exit code {code}: {message}', attempt, history)

@@ -111,9 +111,10 @@ def descend_projection(variant, P, W, lr, iters, form='auto'):
 
 
 def descend_projections(variant, Ps, Ws, lr, iters, form='auto'):
-    """``descend_projection`` of several layers, in one loop of ``iters`` steps: the
-    layers of one shape stacked, so each step is one batched op per shape for all of
-    them (CNN-9's nine hidden layers have six shapes), instead of a loop per layer."""
+    """``descend_projection`` of several layers (each ``P [pd, d]``, ``W [d, N]``), in one
+    loop of ``iters`` steps: the layers of one shape stacked, so each step is one batched
+    op per shape for all of them (CNN-9's nine hidden layers have six shapes), instead of
+    a loop per layer. Returns the Ps in the order given."""
     if form not in ('auto', 'direct', 'gram'):
         raise ValueError(f"form must be 'auto', 'direct' or 'gram', got {form!r}")
     if len(Ps) != len(Ws):

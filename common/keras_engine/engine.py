@@ -205,7 +205,7 @@ def _train_run(flags, run_name, terms, files, train_x, train_y, test_x, test_y):
 
     def step(x, y, lr):
         current['state'], values = train_step(current['state'], x, y, np.float32(lr))
-        return [float(v) for v in values]
+        return steps.logged_values(values)
 
     def checkpoint(iteration):
         arrays = state_arrays(current['state'])

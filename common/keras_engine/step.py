@@ -144,7 +144,8 @@ def descend(terms, Ps, Ws, lr, p_steps='joint'):
 
 
 def make_train_step(model, terms, seed, n_class=100, p_steps='joint'):
-    """``step(state, images, labels, lr, draws=None) -> (state, [fit, reg, thom, thomf, acc])``;
+    """``step(state, images, labels, lr, draws=None) -> (state, values)``, values the array
+    ``[fit, reg, thom, thomf, acc]`` (``logged_values`` gives them as floats);
     ``draws``: the RP draws to use instead of the run's own (a parity test's);
     ``p_steps``: see ``descend``."""
     loss_and_grad = value_and_grad(make_loss(model, terms, n_class))
@@ -163,8 +164,13 @@ def make_train_step(model, terms, seed, n_class=100, p_steps='joint'):
         trainable = [w - lr * a for w, a in zip(trainable, accum)]
         new = dict(trainable=trainable, non_trainable=list(non_trainable), accum=accum, P=P,
                    step=state['step'] + 1)
-        return new, [fit, reg, thom, thomf, acc]
+        return new, ops.stack([fit, reg, thom, thomf, acc])   # one array: one copy to the host
     return step
+
+
+def logged_values(values):
+    """The step's ``[fit, reg, thom, thomf, acc]`` as Python floats, in one copy from the device."""
+    return [float(v) for v in ops.convert_to_numpy(values)]
 
 
 def compiled(step):

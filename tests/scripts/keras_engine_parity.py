@@ -106,7 +106,7 @@ def run_config(name, n_steps, width, out):
                  else keras.ops.convert_to_tensor(v) for k, v in before.items()}
         lr = lr_of(it, n_steps)
         new, values = step(state, x, y, np.float32(lr), draws)
-        keras_logged.append([float(v) for v in values])
+        keras_logged.append(steps.logged_values(values))
         graph_logged.append(calls.train(x, y, lr))
         if it == n_steps // 3:   # the first step after a drop: its updates are compared too
             after = graph_state()

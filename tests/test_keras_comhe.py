@@ -99,10 +99,10 @@ def graph_values(inputs, dtype):
                     P, Wl, objective_of, LR, ITERS, form)
             # keras_backend_check's joint P steps of the layers (P, Wl), (P3, W), (P2, Wl2).
             for k, (Pk, Wk) in enumerate(JOINT_LAYERS):
-                P = proj.descend_projection(fed[Pk], fed[Wk], proj.LEARNED_VARIANTS[variant][1](fed[Wk]),
-                                            LR, ITERS, 'direct')
+                stepped = proj.descend_projection(fed[Pk], fed[Wk], proj.LEARNED_VARIANTS[variant][1](fed[Wk]),
+                                                  LR, ITERS, 'direct')
                 for form in JOINT_FORMS:
-                    fetch[f'{variant}/descend/joint_{form}{k}'] = P
+                    fetch[f'{variant}/descend/joint_{form}{k}'] = stepped
     sess = tf.Session(graph=graph)
     return lambda arrays: sess.run(fetch, {fed[k]: arrays[k] for k in fed})
 

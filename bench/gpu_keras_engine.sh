@@ -4,7 +4,8 @@
 #
 #  1. bench/keras_engine_step.py: the compiled step of every configuration (no energy,
 #     half-space MHE, RP, AP, AdvP; AP and AdvP also with a loop of P steps per layer)
-#     and the test pass, full width, batch 128;
+#     and the test pass, full width, batch 128; and the real loop, its values fetched a
+#     step later (the engine's way on a GPU) and each step waited for, against bare steps;
 #  2. bench/keras_engine_full_run.py: one complete RP run, 75,000 iterations at full
 #     width, batch 128, on a synthetic CIFAR-100-format set of 50,000 images, stopped
 #     (SIGTERM, checkpointed) if not done when the script has run TOTAL - 20 s (its
@@ -28,7 +29,7 @@ OUT=${OUT:-bench/results/gpu_run}
 PYTHON=${PYTHON:-python3}
 TOTAL=${TOTAL:-550}             # s for the whole script: inside the device tool's 600 s call
 BENCH_LIMIT=${BENCH_LIMIT:-150}
-STEP_ARGS=${STEP_ARGS:---steps 50 --rounds 3}
+STEP_ARGS=${STEP_ARGS:---steps 50 --rounds 3 --loop 1000}
 RUN_ARGS=${RUN_ARGS:-}
 mkdir -p "$OUT"
 if ls .whl/*.whl > /dev/null 2>&1; then

@@ -82,10 +82,11 @@ def time_test_pass(run, images):
     return time.perf_counter() - start
 
 
-def host_time(run, iterations, batch_size):
-    """Host ms per iteration outside the step call, in the real loop (common.loop.run_loop:
-    the prefetcher's batch, the lr, the finite checks, the log line every 100), the step
-    being the engine's compiled one on the run's state."""
+def loop_time(run, iterations, batch_size, ahead):
+    """ms per iteration of the real loop (common.loop.run_loop: the prefetcher's batch, the
+    lr, the finite checks, the log line every 100) around the engine's compiled step, on
+    the run's state. ``ahead``: as the engine runs it, each step's values fetched once the
+    next step is under way; else each step waited for before the loop goes on."""
     import tempfile
     from types import SimpleNamespace
 
@@ -93,28 +94,36 @@ def host_time(run, iterations, batch_size):
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (max(1000, 4 * batch_size), 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 100, len(images))
-    inside = []
 
     def step(x, y, lr):
-        start = time.perf_counter()
         run['state'], values = run['step'](run['state'], x, y, np.float32(lr))
-        values = steps.logged_values(values)      # as engine.train: the five logged values
-        inside.append(time.perf_counter() - start)
-        return values
+        fetch = lambda: steps.logged_values(values)   # noqa: E731
+        return fetch if ahead else fetch()
     with tempfile.TemporaryDirectory() as tmp:
         files = runstate.new_run(Path(tmp))
         flags = SimpleNamespace(max_iters=iterations, batch_size=batch_size, random_seed=345,
                                 eval_every=10 ** 9, ckpt_every=10 ** 9, base_lr=0.1)
-        start = time.perf_counter()
         with open(os.devnull, 'w') as quiet:
             stdout, sys.stdout = sys.stdout, quiet
             try:
+                start = time.perf_counter()
                 loop.run_loop(flags, step, files, 0, images, labels, lambda *a, **k: None,
                               lambda it: None, lambda it: None)
+                total = time.perf_counter() - start
             finally:
                 sys.stdout = stdout
-        total = time.perf_counter() - start
-    return 1e3 * (total - sum(inside)) / iterations
+    return 1e3 * total / iterations
+
+
+def loop_times(run, iterations, batch_size, rounds=3):
+    """Interleaved rounds of the loop (values fetched a step later, and each step waited
+    for) and of the bare steps back to back: ms per iteration, the median of each."""
+    times = {'ahead': [], 'waited': [], 'steps': []}
+    for _ in range(rounds):
+        times['ahead'].append(loop_time(run, iterations, batch_size, True))
+        times['waited'].append(loop_time(run, iterations, batch_size, False))
+        times['steps'].append(1e3 * time_steps(run, iterations))
+    return {k: statistics.median(v) for k, v in times.items()} | {'rounds': times}
 
 
 def machine():
@@ -143,9 +152,12 @@ def report(result):
                       + ', '.join(f'{r:.3f}' for r in ratios)]
     lines += ['', f"test pass ({TEST_IMAGES} images, {engine.EVAL_BATCH} a call): "
               f"{result['test_pass_s']:.2f} s; a full run: {FULL_ITERS} steps + {TEST_PASSES} passes"]
-    if 'loop_host_ms' in result:
-        lines.append(f"the loop's host time per iteration outside the step call: "
-                     f"{result['loop_host_ms']:.3f} ms")
+    if 'loop_ms' in result:
+        t = result['loop_ms']
+        lines.append(f"the real loop, ms per iteration (median of {len(t['rounds']['steps'])} rounds): "
+                     f"{t['ahead']:.3f} as the engine runs it (values fetched a step later), "
+                     f"{t['waited']:.3f} with each step waited for; the bare steps back to back "
+                     f"{t['steps']:.3f}")
     return '\n'.join(lines)
 
 
@@ -159,7 +171,8 @@ def main(argv=None):
     p.add_argument('--quick', action='store_true', help='width 0.125, batch 16, 2 steps, 1 round')
     p.add_argument('--json', type=Path, help='write the figures here')
     p.add_argument('--loop', type=int, default=0, metavar='N',
-                   help='also time N iterations of the real loop: host ms outside the step call')
+                   help='also time N iterations of the real loop, with the step of the first '
+                        'configuration, against the bare steps')
     args = p.parse_args(argv)
     if args.quick:
         args.width, args.batch_size, args.steps, args.rounds = 0.125, 16, 2, 1
@@ -191,7 +204,7 @@ def main(argv=None):
                   rounds_s=times, compile_s={n: r['compile_s'] for n, r in runs.items()},
                   test_pass_s=time_test_pass(runs[names[0]], images))
     if args.loop:
-        result['loop_host_ms'] = host_time(runs[names[0]], args.loop, args.batch_size)
+        result['loop_ms'] = loop_times(runs[names[0]], args.loop, args.batch_size)
     print(report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + '\n')

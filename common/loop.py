@@ -3,7 +3,8 @@ sections 4 to 6): the run's data and files, the iterations with their log lines,
 test passes, checkpoints, SIGINT/SIGTERM and non-finite stops, and progress.
 
 An engine (``common.training``, the TF1 graph; ``common.keras_engine``, Keras 3)
-supplies what it computes: ``train_step(x, y, lr) -> (fit, reg, thom, thomf, acc)``,
+supplies what it computes: ``train_step(x, y, lr) -> (fit, reg, thom, thomf, acc)`` (or a
+function giving them, see ``run_loop``),
 ``test_line(iteration)``, ``checkpoint(iteration)`` and ``scalars(iteration, **values)``.
 No TensorFlow here.
 """
@@ -174,27 +175,49 @@ def run_loop(flags, train_step, files, start, train_x, train_y, scalars, checkpo
     """Iterations start .. max_iters - 1, then the final test line and checkpoint;
     returns the exit code (128 + signal number when stopped by SIGINT/SIGTERM).
 
+    ``train_step(x, y, lr)`` gives the five logged values, or a function that gives
+    them: an engine whose step runs asynchronously (JAX) returns one, and the loop asks
+    for an iteration's values only once the next step is under way, so that checking
+    and logging them and taking the next batch overlap the device's work. Before a test
+    pass, a checkpoint, the last iteration and a stop, the loop first deals with the
+    values of the step just taken, so every test line and checkpoint follows the same
+    checks as when each step is waited for.
+
     Between two steps the host only takes a ready batch from the prefetcher,
     checks the four losses and, every LOG_EVERY iterations, writes the log line.
     ``has_energy`` False (the MHE baseline): the release's shorter train line.
     ``make_batches``: the prefetcher's batch maker (bench/legacy.py gives the old one)."""
     progress = Progress(start, flags.max_iters, flags.batch_size)
     last = flags.max_iters - 1
+
+    def finish(it, lr, values):
+        fit, reg, thom, thomf, acc = values() if callable(values) else values
+        check_finite(it, dict(fit=fit, reg=reg, thom=thom, thomf=thomf))
+        if it % LOG_EVERY == 0:
+            energy = (thom, thomf) if has_energy else (None, None)
+            line = runlog.format_train_line(it, fit, reg, acc, *energy)
+            append(files.train_log, line)
+            scalars(it, fit=fit, reg=reg, thom=thom, thomf=thomf, lr=lr, train_acc=acc)
+            print(f'{line}  [{progress(it)}]', flush=True)
+
     with pipeline.TrainBatchPrefetcher(train_x, train_y, flags.random_seed, flags.batch_size,
                                        start_iter=start, make_batches=make_batches) as batches, \
             StopSignals() as stop:
+        pending = None           # (iteration, lr, values) of the step before this one
         for it in range(start, flags.max_iters):
             x, y = next(batches)
             lr = learning_rate(it, flags.base_lr, flags.max_iters)
-            fit, reg, thom, thomf, acc = train_step(x, y, lr)
-            check_finite(it, dict(fit=fit, reg=reg, thom=thom, thomf=thomf))
-            if it % LOG_EVERY == 0:
-                energy = (thom, thomf) if has_energy else (None, None)
-                line = runlog.format_train_line(it, fit, reg, acc, *energy)
-                append(files.train_log, line)
-                scalars(it, fit=fit, reg=reg, thom=thom, thomf=thomf, lr=lr, train_acc=acc)
-                print(f'{line}  [{progress(it)}]', flush=True)
-            if it % flags.eval_every == 0 and 0 < it < last:   # the last one comes below
+            values = train_step(x, y, lr)
+            if pending is not None:
+                finish(*pending)             # while this iteration's step runs
+            pending = (it, lr, values)
+            test_due = it % flags.eval_every == 0 and 0 < it < last   # the last one comes below
+            checkpoint_due = (it + 1) % flags.ckpt_every == 0
+            if not (test_due or checkpoint_due or it == last or stop.signum is not None):
+                continue
+            finish(*pending)
+            pending = None
+            if test_due:
                 test_line(it)
             if it == last:
                 break            # a signal now: finishing costs only the final test
@@ -204,7 +227,7 @@ def run_loop(flags, train_step, files, start, train_x, train_y, scalars, checkpo
                 print(f'{name}: checkpoint saved at iteration {it + 1}; continue with the '
                       f'same command and --resume', file=sys.stderr, flush=True)
                 return 128 + stop.signum
-            if (it + 1) % flags.ckpt_every == 0:
+            if checkpoint_due:
                 checkpoint(it + 1)
         test_line(last)
         checkpoint(flags.max_iters)

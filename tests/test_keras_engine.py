@@ -278,3 +278,18 @@ def test_the_full_run_benchmark_runs_train_py_on_jax_without_tensorflow(tmp_path
     assert [line.split(':')[0] for line in train_lines] == ['====iter_0', '====iter_100', '====iter_200']
     assert (out / 'log_test_00.txt').read_text().splitlines()[-1] == result['last_test_line']
     assert '200' in (out / 'full_run.md').read_text()
+
+
+def test_values_fetched_a_step_later_log_what_waiting_for_each_step_logs(cifar_fixture, tmp_path,
+                                                                         monkeypatch):
+    # On a GPU the engine hands the loop each step's values to fetch later (common.loop:
+    # checked and logged once the next step is under way); the logs are the same.
+    from common.keras_engine import engine
+    args = [*cifar_fixture, '--engine', 'keras', '--width', '0.125', '--batch_size', '8',
+            '--max_iters', '201', '--eval_every', '100', '--ckpt_every', '50', '--pn', '2']
+    for ahead in (False, True):
+        monkeypatch.setattr(engine, 'on_gpu', lambda: ahead)
+        assert train_in_process('random_projection', *args, '--log_dir', str(tmp_path / str(ahead))) == 0
+    for kind, lines in (('train', 3), ('test', 2)):
+        logs = [(tmp_path / str(ahead) / 'pd40_pn2' / f'log_{kind}_00.txt').read_text() for ahead in (False, True)]
+        assert logs[0] == logs[1] and len(logs[0].splitlines()) == lines

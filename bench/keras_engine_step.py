@@ -85,8 +85,8 @@ def time_test_pass(run, images):
 def loop_time(run, iterations, batch_size, ahead):
     """ms per iteration of the real loop (common.loop.run_loop: the prefetcher's batch, the
     lr, the finite checks, the log line every 100) around the engine's compiled step, on
-    the run's state. ``ahead``: as the engine runs it, each step's values fetched once the
-    next step is under way; else each step waited for before the loop goes on."""
+    the run's state. ``ahead``: each step's values fetched once the next step is under way
+    (the engine on a GPU); else each step waited for before the loop goes on (on a CPU)."""
     import tempfile
     from types import SimpleNamespace
 
@@ -155,8 +155,8 @@ def report(result):
     if 'loop_ms' in result:
         t = result['loop_ms']
         lines.append(f"the real loop, ms per iteration (median of {len(t['rounds']['steps'])} rounds): "
-                     f"{t['ahead']:.3f} as the engine runs it (values fetched a step later), "
-                     f"{t['waited']:.3f} with each step waited for; the bare steps back to back "
+                     f"{t['ahead']:.3f} with the values fetched a step later (the engine on a GPU), "
+                     f"{t['waited']:.3f} with each step waited for (on a CPU); the bare steps back to back "
                      f"{t['steps']:.3f}")
     return '\n'.join(lines)
 

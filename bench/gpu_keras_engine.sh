@@ -15,8 +15,9 @@
 # as wheels in .whl/ (ignored by git), fetched here once:
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#     --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#     -d .whl keras==3.15.1 namex optree
+#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+#     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     -d .whl keras==3.15.1 namex optree          # 2.9 MB: keras, namex, optree 0.20.0
 # then: run(command="bash bench/gpu_keras_engine.sh", carry=[".whl"], timeout_s=600).
 # Everything comes back from $OUT, 8 files (the device tool's limit): versions.txt,
 # keras_engine_step.{md,json}, full_run.{md,json}, run.txt, log_train_00.txt, log_test_00.txt.

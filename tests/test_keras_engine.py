@@ -288,7 +288,8 @@ def test_values_fetched_a_step_later_log_what_waiting_for_each_step_logs(cifar_f
     args = [*cifar_fixture, '--engine', 'keras', '--width', '0.125', '--batch_size', '8',
             '--max_iters', '201', '--eval_every', '100', '--ckpt_every', '50', '--pn', '2']
     for ahead in (False, True):
-        monkeypatch.setattr(engine, 'on_gpu', lambda: ahead)
+        line = 'device: GPU (as if)' if ahead else 'device: CPU (as it is)'
+        monkeypatch.setattr(engine, 'describe_device', lambda: line)
         assert train_in_process('random_projection', *args, '--log_dir', str(tmp_path / str(ahead))) == 0
     for kind, lines in (('train', 3), ('test', 2)):
         logs = [(tmp_path / str(ahead) / 'pd40_pn2' / f'log_{kind}_00.txt').read_text() for ahead in (False, True)]

@@ -156,19 +156,6 @@ class TestSet:
         return sum(int(h) for h in hits) / self.size
 
 
-def on_gpu():
-    """Whether the backend computes on a GPU."""
-    backend = keras.backend.backend()
-    if backend == 'jax':
-        import jax
-        return jax.devices()[0].platform == 'gpu'
-    if backend == 'torch':
-        import torch
-        return torch.cuda.is_available()
-    import tensorflow as tf
-    return bool(tf.config.list_logical_devices('GPU'))
-
-
 def describe_device():
     """The first line of a run: the backend's device, or that it uses the CPU and why."""
     backend = keras.backend.backend()
@@ -191,11 +178,13 @@ def describe_device():
 
 def train(flags, run_name, terms, dataset=None):
     """Train one configuration with the Keras engine (or resume it); returns the exit code."""
-    return loop.start(flags, run_name, dataset, describe_device(),
-                      lambda files, *arrays: _train_run(flags, run_name, terms, files, *arrays))
+    device_line = describe_device()
+    on_gpu = device_line.startswith('device: GPU')
+    return loop.start(flags, run_name, dataset, device_line,
+                      lambda files, *arrays: _train_run(flags, run_name, terms, on_gpu, files, *arrays))
 
 
-def _train_run(flags, run_name, terms, files, train_x, train_y, test_x, test_y):
+def _train_run(flags, run_name, terms, on_gpu, files, train_x, train_y, test_x, test_y):
     keras.utils.set_random_seed(flags.random_seed)
     n_class = 100   # as the TF1 engine: CIFAR-100's classes, whatever the data set's labels
     model = network.cnn9(scaled_widths(flags.width), n_class, flags.bn_zero_debias,
@@ -216,15 +205,13 @@ def _train_run(flags, run_name, terms, files, train_x, train_y, test_x, test_y):
     scalars = Scalars(files.tensorboard_dir, start)
     current = {'state': state}
 
-    ahead = on_gpu()
-
     def step(x, y, lr):
         current['state'], values = train_step(current['state'], x, y, np.float32(lr))
         fetch = lambda: steps.logged_values(values)   # noqa: E731
         # On a GPU the values are fetched once the next step is under way, so that the
         # loop's host work overlaps the device's; on a CPU the host work competes with
         # the step's own threads instead (bench/keras_engine_step.py --loop measures both).
-        return fetch if ahead else fetch()
+        return fetch if on_gpu else fetch()
 
     def checkpoint(iteration):
         arrays = state_arrays(current['state'])

@@ -28,23 +28,30 @@ def test_tensorboard_events_hold_the_logged_scalars(cifar_fixture, tmp_path):
     assert tags['lr'][0][1] == 0.003
 
 
-def finite_checkpoint(prefix):
+def finite_checkpoint(folder, iteration, engine):
     import numpy as np
-    import tensorflow as tf
-    reader = tf.train.load_checkpoint(str(prefix))
-    values = [reader.get_tensor(name) for name in reader.get_variable_to_shape_map()]
+    if engine == 'keras':
+        with np.load(folder / f'ckpt-{iteration}.npz') as f:
+            values = list(f.values())
+    else:
+        import tensorflow as tf
+        reader = tf.train.load_checkpoint(str(folder / f'ckpt-{iteration}'))
+        values = [reader.get_tensor(name) for name in reader.get_variable_to_shape_map()]
     return all(np.all(np.isfinite(v)) for v in values if np.issubdtype(np.asarray(v).dtype, np.floating))
 
 
-@pytest.mark.parametrize('ckpt_every,bad,in_process', [('2500', 'loss', False), ('1', 'weights', True)])
+@pytest.mark.parametrize('ckpt_every,bad,in_process,engine', [
+    ('2500', 'loss', False, 'tf1'), ('1', 'weights', True, 'tf1'),
+    ('2500', 'loss', True, 'keras'), ('1', 'weights', True, 'keras')])
 def test_non_finite_values_stop_with_a_clear_message(cifar_fixture, tmp_path, capsys, ckpt_every, bad,
-                                                     in_process):
-    # An absurd lr: after the first update the weights are so large that reg
-    # overflows. With a checkpoint due right after it, that is caught before the
+                                                     in_process, engine):
+    # An absurd lr: after the first update the weights are finite but so large that
+    # reg overflows. With a checkpoint due right after it, that is caught before the
     # weights are saved; else the next loss is. Either way the checkpoint named
     # as good is the finite one of iteration 0.
     argv = [*cifar_fixture, '--width', '0.125', '--batch_size', '16', '--base_lr', '1e30',
-            '--max_iters', '300', '--ckpt_every', ckpt_every, '--log_dir', str(tmp_path)]
+            '--max_iters', '300', '--ckpt_every', ckpt_every, '--log_dir', str(tmp_path),
+            '--engine', engine]
     if in_process:   # train() returns the exit code; it does not raise
         code, stderr = train_in_process('random_projection', *argv), capsys.readouterr().err
     else:
@@ -63,8 +70,8 @@ def test_non_finite_values_stop_with_a_clear_message(cifar_fixture, tmp_path, ca
     assert 'lower --base_lr' in stderr and 'start a new run' in stderr
     assert 'the last good checkpoint is at iteration 0' in stderr
     run_dir = tmp_path / 'pd40_pn20'
-    assert finite_checkpoint(run_dir / 'checkpoints_00' / 'ckpt-0')
-    assert not (run_dir / 'checkpoints_00' / 'ckpt-1.index').exists()
+    assert finite_checkpoint(run_dir / 'checkpoints_00', 0, engine)
+    assert not list((run_dir / 'checkpoints_00').glob('ckpt-1.*'))
     run = runlog.read_run(run_dir)        # the logs so far parse
     assert run.train[0]['iter'] == 0
 

@@ -22,7 +22,7 @@ from keras import ops
 
 from common import loop
 from common.keras_engine import network, step as steps
-from common.schedule import scaled_widths
+from common.schedule import learning_rate, scaled_widths
 
 EVAL_BATCH = 1000
 KEEP_CHECKPOINTS = 2
@@ -201,6 +201,8 @@ def _train_run(flags, run_name, terms, on_gpu, files, train_x, train_y, test_x, 
             return 2
     start = loop.begin(flags, files, run_name, restored)
     train_step = steps.compiled(steps.make_train_step(model, terms, flags.random_seed, n_class))
+    saved_terms = steps.compiled(steps.make_batchless_terms(model, terms, flags.random_seed),
+                                 donate_state=False)
     test_set = TestSet(model, test_x, test_y)
     scalars = Scalars(files.tensorboard_dir, start)
     current = {'state': state}
@@ -214,11 +216,17 @@ def _train_run(flags, run_name, terms, on_gpu, files, train_x, train_y, test_x, 
         return fetch if on_gpu else fetch()
 
     def checkpoint(iteration):
+        # Never save what a diverging update left, so the last checkpoint stays good:
+        # finite arrays, and finite terms that need no batch (as the TF1 engine).
+        lr = np.float32(learning_rate(iteration, flags.base_lr, flags.max_iters))
+        values = steps.logged_values(saved_terms(current['state'], lr))
         arrays = state_arrays(current['state'])
         bad = [k for k, v in arrays.items() if v.dtype.kind == 'f' and not np.isfinite(v).all()]
-        if bad:
+        problems = ([f'non-finite {", ".join(bad[:3])}'] if bad else []) + \
+            [f'{k} = {v}' for k, v in zip(('reg', 'thom', 'thomf'), values) if not np.isfinite(v)]
+        if problems:
             raise loop.NonFiniteLoss(f'the update of iteration {iteration - 1} left weights that '
-                                     f'cannot be saved (non-finite {", ".join(bad[:3])}); '
+                                     f'cannot be saved ({", ".join(problems)}); '
                                      f'{loop.RESTART_ADVICE}')
         save_checkpoint(files.checkpoint_dir, arrays, iteration)
 

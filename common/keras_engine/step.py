@@ -74,6 +74,23 @@ def rp_draws(terms, Ws, generators, seed, step):
     return draws
 
 
+def batchless_terms(terms, positions, trainable, P, draws, lr):
+    """``(reg, thom, thomf)``: the loss's terms that need no batch, of the filters at
+    ``positions`` among ``trainable``, the hidden layers' P (stepped) or RP draws."""
+    # Every trainable weight is decayed: the filters (no bias) and BN's gamma and beta.
+    reg = WEIGHT_DECAY * sum(ops.sum(ops.square(v)) / 2.0 for v in trainable)
+    zero = ops.zeros((), 'float32')
+    thom, thomf = zero, zero
+    if terms.has_energy:
+        Ws = [filters_as_matrix(trainable[i]) for i in positions]
+        thom = terms.first(Ws[0])
+        for k, W in enumerate(Ws[1:10]):
+            thom = thom + terms.hidden(W, P=P[k] if P else None, lr=lr,
+                                       draws=draws[k] if draws else None)
+        thomf = terms.score(Ws[10])
+    return reg, thom, thomf
+
+
 def make_loss(model, terms, n_class):
     positions = filter_positions(model)
 
@@ -81,17 +98,7 @@ def make_loss(model, terms, n_class):
         logits, non_trainable = model.stateless_call(trainable, non_trainable, images, training=True)
         target = (1.0 - LABEL_SMOOTHING) * ops.one_hot(labels, n_class) + LABEL_SMOOTHING / n_class
         fit = ops.mean(-ops.sum(target * ops.log(ops.softmax(logits) + 1e-4), axis=1))
-        # Every trainable weight is decayed: the filters (no bias) and BN's gamma and beta.
-        reg = WEIGHT_DECAY * sum(ops.sum(ops.square(v)) / 2.0 for v in trainable)
-        zero = ops.zeros((), 'float32')
-        thom, thomf = zero, zero
-        if terms.has_energy:
-            Ws = [filters_as_matrix(trainable[i]) for i in positions]
-            thom = terms.first(Ws[0])
-            for k, W in enumerate(Ws[1:10]):
-                thom = thom + terms.hidden(W, P=P[k] if P else None, lr=lr,
-                                           draws=draws[k] if draws else None)
-            thomf = terms.score(Ws[10])
+        reg, thom, thomf = batchless_terms(terms, positions, trainable, P, draws, lr)
         hits = ops.cast(ops.argmax(logits, axis=1), 'int32') == ops.cast(labels, 'int32')
         acc = ops.mean(ops.cast(hits, 'float32'))
         return fit + reg + thom + thomf, (fit, reg, thom, thomf, acc, non_trainable)
@@ -143,21 +150,48 @@ def descend(terms, Ps, Ws, lr, p_steps='joint'):
     return [ops.stop_gradient(P) for P in Ps]
 
 
+def make_projections(model, terms, seed, p_steps='joint'):
+    """``projected(state, lr, draws=None) -> (P, draws)``: the hidden layers' P after this
+    step's P steps (AP/AdvP) and this step's RP draws (unless given), as a step at
+    ``state`` takes them."""
+    positions = filter_positions(model)[1:10]
+    # Made here, outside any compiled function (tf.function creates no variables later).
+    generators = [keras.random.SeedGenerator(0) for _ in range(9)] if terms.kind == 'rp' else []
+
+    def projected(state, lr, draws=None):
+        Ws = [filters_as_matrix(state['trainable'][i]) for i in positions]
+        P = descend(terms, state['P'], Ws, lr, p_steps) if terms.learned else []
+        if terms.kind == 'rp' and draws is None:
+            draws = rp_draws(terms, Ws, generators, seed, state['step'])
+        return P, draws
+    return projected
+
+
+def make_batchless_terms(model, terms, seed, p_steps='joint'):
+    """``terms_of(state, lr) -> [reg, thom, thomf]`` of the state's weights, with the P
+    steps and RP draws of the step the state would take next: what a checkpoint checks
+    before it saves (as the TF1 engine's), since weights can be finite and their
+    terms not (a sum of squares overflows float32 first)."""
+    positions = filter_positions(model)
+    projected = make_projections(model, terms, seed, p_steps)
+
+    def terms_of(state, lr):
+        P, draws = projected(state, lr)
+        return ops.stack(batchless_terms(terms, positions, list(state['trainable']), P, draws, lr))
+    return terms_of
+
+
 def make_train_step(model, terms, seed, n_class=100, p_steps='joint'):
     """``step(state, images, labels, lr, draws=None) -> (state, values)``, values the array
     ``[fit, reg, thom, thomf, acc]`` (``logged_values`` gives them as floats);
     ``draws``: the RP draws to use instead of the run's own (a parity test's);
     ``p_steps``: see ``descend``."""
     loss_and_grad = value_and_grad(make_loss(model, terms, n_class))
-    positions = filter_positions(model)
-    generators = [keras.random.SeedGenerator(0) for _ in range(9)] if terms.kind == 'rp' else []
+    projected = make_projections(model, terms, seed, p_steps)
 
     def step(state, images, labels, lr, draws=None):
         trainable = list(state['trainable'])
-        Ws = [filters_as_matrix(trainable[i]) for i in positions]
-        P = descend(terms, state['P'], Ws[1:10], lr, p_steps) if terms.learned else []
-        if terms.kind == 'rp' and draws is None:
-            draws = rp_draws(terms, Ws[1:10], generators, seed, state['step'])
+        P, draws = projected(state, lr, draws)
         (_, (fit, reg, thom, thomf, acc, non_trainable)), grads = loss_and_grad(
             trainable, state['non_trainable'], P, draws, images, labels, lr)
         accum = [MOMENTUM * a + g for a, g in zip(state['accum'], grads)]
@@ -173,13 +207,14 @@ def logged_values(values):
     return [float(v) for v in ops.convert_to_numpy(values)]
 
 
-def compiled(step):
+def compiled(step, donate_state=True):
     """The step compiled where the backend compiles a whole function (JAX: one XLA
-    program per iteration); as it is elsewhere."""
+    program per iteration, the state given to it ``donate_state``: its memory reused
+    for the new state); as it is elsewhere."""
     backend = keras.backend.backend()
     if backend == 'jax':
         import jax
-        return jax.jit(step, donate_argnums=(0,))
+        return jax.jit(step, donate_argnums=(0,) if donate_state else ())
     if backend == 'tensorflow':
         import tensorflow as tf
         return tf.function(step, reduce_retracing=True)

@@ -11,20 +11,21 @@ from conftest import run_train, train_in_process
 from test_resume import QUICK, log_lines
 
 
-def test_tensorboard_events_hold_the_logged_scalars(cifar_fixture, tmp_path):
+@pytest.mark.parametrize('engine', ['tf1', 'keras'])
+def test_tensorboard_events_hold_the_logged_scalars(cifar_fixture, tmp_path, engine):
     assert train_in_process('random_projection', *cifar_fixture, *QUICK, '--max_iters', '101',
-                            '--eval_every', '100', '--log_dir', str(tmp_path)) == 0
-    import tensorflow as tf
-    tags = {}
-    for path in (tmp_path / 'pd40_pn20' / 'tensorboard_00').glob('events.out.tfevents.*'):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                tags.setdefault(value.tag, []).append((event.step, round(value.simple_value, 4)))
+                            '--eval_every', '100', '--log_dir', str(tmp_path), '--engine', engine) == 0
+    # Read as TensorBoard reads them (`tensorboard --logdir logs/`).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / 'pd40_pn20' / 'tensorboard_00')).Reload()
+    tags = {tag: [(e.step, round(e.value, 4)) for e in events.Scalars(tag)]
+            for tag in events.Tags()['scalars']}
     assert set(tags) == {'fit', 'reg', 'thom', 'thomf', 'lr', 'train_acc', 'test_acc'}
     # Iteration 100 is also the last: one test line for it, not two.
     assert [step for step, _ in tags['fit']] == [0, 100] and [s for s, _ in tags['test_acc']] == [100]
     train, test = log_lines(tmp_path / 'pd40_pn20')
     assert f"fit={tags['fit'][1][1]:.4f}" in train[1]
+    assert f"{tags['test_acc'][0][1]:.4f}" in test[0]
     assert tags['lr'][0][1] == 0.003
 
 

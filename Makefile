@@ -2,6 +2,7 @@
 # make train: the same set-up, then random_projection/train.py with its defaults.
 # GPU=1 installs TensorFlow and JAX with their CUDA libraries (requirements-gpu.txt), GPU=0 without
 # (requirements-dev.txt); by default 1 where an NVIDIA driver answers (nvidia-smi), else 0.
+# PYTHON=python3.11: the interpreter of the venv (3.11 or newer; python3 by default).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -19,6 +20,8 @@ endif
 
 # One stamp per choice: switching GPU installs again (make clean first to drop CUDA).
 $(VENV)/.installed-gpu$(GPU): requirements.txt requirements-dev.txt requirements-gpu.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+		echo "$(PYTHON) is missing or older than Python 3.11, which this project needs; name one: make venv PYTHON=python3.11" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r $(REQUIREMENTS)

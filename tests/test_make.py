@@ -51,6 +51,18 @@ def test_the_gpu_requirements_are_the_cpu_ones_plus_tensorflow_with_cuda():
     assert tf_cpu == ['tensorflow>=2.16,<3']   # the same versions either way
 
 
+def test_a_python_older_than_3_11_stops_make_venv_before_it_creates_anything(tmp_path):
+    old = tmp_path / 'python3.10'
+    old.write_text('#!/bin/sh\nexec python3 -c "import sys; sys.exit(1)"\n')   # as 3.10 answers the check
+    old.chmod(0o755)
+    out = subprocess.run(['make', 'venv', f'VENV={tmp_path / "venv"}', f'PYTHON={old}', 'GPU=0'], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert f'{old} is missing or older than Python 3.11' in out.stderr
+    assert 'make venv PYTHON=python3.11' in out.stderr
+    assert not (tmp_path / 'venv').exists()
+
+
 def test_a_bad_gpu_value_stops_make_with_the_choices(tmp_path):
     out = dry_run(tmp_path, True, 'GPU=yes')
     assert out.returncode != 0

@@ -1,6 +1,6 @@
 #!/bin/bash
-# The Keras engine's GPU checks in one call of the device tool (docs/performance.md,
-# "The Keras engine on a GPU"): on a machine with JAX and CUDA but no TensorFlow.
+# The Keras engine's GPU checks in one call of the device tool (docs/keras_engine.md,
+# "On a GPU"): on a machine with JAX and CUDA but no TensorFlow.
 #
 #  1. bench/keras_engine_step.py: the compiled step of every configuration (no energy,
 #     half-space MHE, RP, AP, AdvP; AP and AdvP also with a loop of P steps per layer)

@@ -141,7 +141,7 @@ def main(argv=None):
         info = write_cifar100_archive(Path(tmp) / 'data', args.train_images, args.test_images,
                                       n_classes=100, seed=0)
         data_s = time.perf_counter() - start
-        md5 = f"train={info['file_md5']['train']},test={info['file_md5']['test']},archive={info['archive_md5']}"
+        md5 = info['data_md5']
         log_dir = Path(tmp) / 'logs'
         try:
             outcome = run(args, Path(tmp) / 'data', md5, log_dir, args.out, deadline)

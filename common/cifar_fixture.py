@@ -7,7 +7,12 @@ channel-major. Its classes are learnable (a class-dependent colour and stripe
 pattern plus noise), so tests and smoke runs can train on it through the real
 loader, passing the returned md5s as the expected checksums. Same arguments,
 same bytes: the archive is written without timestamps.
+
+To try the training scripts without CIFAR-100 (a pipeline check, not an experiment):
+
+    python -m common.cifar_fixture data/fixture     # prints the --data_dir and --data_md5 to pass
 """
+import argparse
 import gzip
 import hashlib
 import io
@@ -89,7 +94,8 @@ def pack_archive(path, files, folder=FOLDER):
 def write_cifar100_archive(dest_dir, n_train=500, n_test=200, n_classes=10, seed=0):
     """Write dest_dir/cifar-100-python.tar.gz.
 
-    -> dict(archive=path, archive_md5=..., file_md5={'train': ..., 'test': ...})"""
+    -> dict(archive=path, archive_md5=..., file_md5={'train': ..., 'test': ...},
+            data_md5='train=...,test=...,archive=...', the value of train.py's --data_md5)"""
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     files = {
@@ -99,5 +105,28 @@ def write_cifar100_archive(dest_dir, n_train=500, n_test=200, n_classes=10, seed
     }
     archive = dest_dir / ARCHIVE_NAME
     archive_md5 = pack_archive(archive, files)
-    return dict(archive=archive, archive_md5=archive_md5,
-                file_md5={s: hashlib.md5(files[s]).hexdigest() for s in ('train', 'test')})
+    file_md5 = {s: hashlib.md5(files[s]).hexdigest() for s in ('train', 'test')}
+    return dict(archive=archive, archive_md5=archive_md5, file_md5=file_md5,
+                data_md5=f"train={file_md5['train']},test={file_md5['test']},archive={archive_md5}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog='python -m common.cifar_fixture',
+                                description='Write a tiny learnable CIFAR-100-format archive to train on '
+                                            'without CIFAR-100 (a pipeline check, not an experiment).')
+    p.add_argument('dest_dir', type=Path, help='folder to write cifar-100-python.tar.gz into')
+    p.add_argument('--n_train', type=int, default=500)
+    p.add_argument('--n_test', type=int, default=200)
+    p.add_argument('--n_classes', type=int, default=10, help='1 to 100')
+    p.add_argument('--seed', type=int, default=0)
+    args = p.parse_args(argv)
+    if args.n_train < 1 or args.n_test < 1 or not 1 <= args.n_classes <= 100:
+        p.error('--n_train and --n_test must be at least 1, --n_classes 1 to 100')
+    info = write_cifar100_archive(args.dest_dir, args.n_train, args.n_test, args.n_classes, args.seed)
+    print(f"wrote {info['archive']} ({args.n_train} training and {args.n_test} test images, "
+          f"{args.n_classes} classes); train on it with:\n"
+          f"  --data_dir {args.dest_dir.resolve()} --data_md5 {info['data_md5']}")
+
+
+if __name__ == '__main__':
+    main()

@@ -89,9 +89,7 @@ def cifar_fixture(tmp_path_factory):
     from common.cifar_fixture import write_cifar100_archive
     data_dir = tmp_path_factory.mktemp('cifar')
     info = write_cifar100_archive(data_dir, n_train=500, n_test=200, n_classes=10, seed=0)
-    md5 = (f"train={info['file_md5']['train']},test={info['file_md5']['test']},"
-           f"archive={info['archive_md5']}")
-    return ['--data_dir', str(data_dir), '--data_md5', md5]
+    return ['--data_dir', str(data_dir), '--data_md5', info['data_md5']]
 
 
 # The default fixture archive (500 train, 200 test images, 10 classes) and what it loads to,

@@ -191,9 +191,10 @@ def test_corrupted_archive(fixture, tmp_path, damage):
         blob[len(blob) // 2:len(blob) // 2 + 4096] = bytes(4096)
     archive = tmp_path / 'cifar-100-python.tar.gz'
     archive.write_bytes(bytes(blob))
-    # Official checksum: refused before extracting.
-    with pytest.raises(DataError, match='has md5'):
+    # Official checksum: refused before extracting, with the flag that accepts it on purpose.
+    with pytest.raises(DataError, match='has md5') as e:
         data.load_cifar100(tmp_path, file_md5=fixture['file_md5'])
+    assert str(e.value).endswith(f'accepted with --data_md5 archive={hashlib.md5(blob).hexdigest()}')
     # Checksum of the damaged file itself: extraction fails, and says so.
     with pytest.raises(DataError) as e:
         data.load_cifar100(tmp_path, archive_md5=hashlib.md5(blob).hexdigest(),
@@ -221,7 +222,7 @@ def test_pickle_md5_checked_before_the_folder_is_trusted(fixture, tmp_path):
                            file_md5={'train': fixture['file_md5']['train'], 'test': 'a' * 32})
     msg = str(e.value)
     assert f"cifar-100-python/test in {tmp_path / 'cifar-100-python.tar.gz'}" in msg
-    assert fixture['file_md5']['test'] in msg
+    assert f"--data_md5 test={fixture['file_md5']['test']}" in msg
     assert listing(tmp_path) == ['cifar-100-python.tar.gz']  # not renamed into place
 
 
@@ -233,7 +234,7 @@ def test_truncated_pickle(fixture, tmp_path):
     with pytest.raises(DataError) as e:
         data.load_cifar100(tmp_path, **md5s(fixture))
     msg = str(e.value)
-    assert f'{train} has md5' in msg and 'delete' in msg
+    assert f'{train} has md5' in msg and 'delete' in msg and f'--data_md5 train={data.md5_of(train)}' in msg
     # Even when its checksum is what was asked for, the damage is reported.
     sums = dict(fixture['file_md5'], train=data.md5_of(train))
     with pytest.raises(DataError) as e:
@@ -334,3 +335,20 @@ def test_fixture_classes_are_learnable(loaded):
     means = np.stack([tx[ty == c].reshape(-1, 3072).mean(0) for c in range(10)])
     dist = ((sx.reshape(len(sx), 1, -1).astype(np.float64) - means[None]) ** 2).sum(-1)
     assert (dist.argmin(1) == sy).mean() > 0.9  # nearest class mean, 10% is chance
+
+
+def test_fixture_command_prints_the_flags_that_load_it(tmp_path, capsys):
+    cf.main([str(tmp_path / 'fx'), '--n_train', '40', '--n_test', '20', '--n_classes', '5'])
+    out = capsys.readouterr().out
+    assert '40 training and 20 test images, 5 classes' in out
+    flags = out.split('\n')[1].split()
+    assert flags[:2] == ['--data_dir', str((tmp_path / 'fx').resolve())] and flags[2] == '--data_md5'
+    sums = data.parse_md5_flag(flags[3])
+    assert set(sums) == {'train', 'test', 'archive'}
+    images, labels, test_images, test_labels = data.load_cifar100(
+        flags[1], archive_md5=sums['archive'], file_md5=sums, download=False)
+    assert images.shape == (40, 32, 32, 3) and test_images.shape == (20, 32, 32, 3)
+    assert set(labels) <= set(range(5)) and len(set(test_labels)) > 1
+    with pytest.raises(SystemExit):
+        cf.main([str(tmp_path / 'bad'), '--n_classes', '101'])
+    assert 'n_classes 1 to 100' in capsys.readouterr().err

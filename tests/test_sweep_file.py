@@ -131,6 +131,15 @@ def test_the_shipped_sweeps_are_valid(name, runs, rows, tmp_path):
     assert (sweep.name, len(sweep.runs), len(sweep.rows)) == (name, runs, rows)
 
 
+def test_the_fixture_sweep_loads_what_its_comment_has_one_write(tmp_path):
+    from common.cifar_fixture import write_cifar100_archive
+    text = (ROOT / 'sweeps' / 'fixture_demo.toml').read_text()
+    assert '.venv/bin/python -m common.cifar_fixture data/fixture' in text   # with its defaults
+    sweep = sweepfile.load(ROOT / 'sweeps' / 'fixture_demo.toml', log_root=tmp_path)
+    assert (len(sweep.runs), len(sweep.rows)) == (10, 5)
+    assert f'data_md5 = "{write_cifar100_archive(tmp_path)["data_md5"]}"' in text
+
+
 def test_the_paper_sweep_is_the_papers_comparison_with_the_release_defaults(tmp_path):
     from common.reference import PAPER_ROWS
     sweep = sweepfile.load(ROOT / 'sweeps' / 'paper.toml', log_root=tmp_path)

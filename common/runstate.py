@@ -109,6 +109,11 @@ def check_writable(folder):
 def save_flags(files, flags, configuration=None):
     """The training flags, and the configuration folder's name (which common.reference reads)."""
     values = {k: v for k, v in vars(flags).items() if k in TRAINING_FLAGS}
+    # What it trained on, for the record only (not a training flag: a resume may
+    # find the same files elsewhere).
+    if getattr(flags, 'data_dir', None) is not None:
+        values['data'] = {'dir': str(Path(flags.data_dir).absolute()),
+                          'md5': getattr(flags, 'data_md5', None) or 'official CIFAR-100'}
     if configuration is not None:
         values['configuration'] = configuration
     files.flags_file.write_text(json.dumps(values, indent=1, sort_keys=True) + '\n')

@@ -3,6 +3,7 @@ its logs parse back into docs/protocol.md section 6's format, it learns, and a s
 never overwrites the first."""
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +37,7 @@ def end_to_end(cifar_fixture, tmp_path_factory):
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
-def test_train_py_runs_end_to_end_and_learns(variant, end_to_end):
+def test_train_py_runs_end_to_end_and_learns(variant, end_to_end, cifar_fixture):
     out, log_dir = end_to_end(variant)
     [run_dir] = [p for p in log_dir.iterdir() if p.is_dir()]
     expected_name = {'random_projection': 'pd40_pn20', 'angle_projection': 'pd30_pn1_iter1',
@@ -70,7 +71,10 @@ def test_train_py_runs_end_to_end_and_learns(variant, end_to_end):
         assert first_line.startswith('device: '), first_line
     else:
         assert first_line == 'device: CPU (no NVIDIA driver on this machine (nvidia-smi not found))'
-    assert json.loads((run_dir / 'flags_00.json').read_text())['bn_zero_debias'] is True
+    saved = json.loads((run_dir / 'flags_00.json').read_text())
+    assert saved['bn_zero_debias'] is True
+    # A record of what it trained on: here not CIFAR-100 but the fixture.
+    assert saved['data'] == {'dir': str(Path(cifar_fixture[1]).absolute()), 'md5': cifar_fixture[3]}
 
 
 def test_a_second_run_writes_the_next_index_and_keeps_the_first(end_to_end, cifar_fixture, tmp_path):

@@ -215,6 +215,9 @@ def plot_runs(runs, references, out, title=None, width=12.0, height=5.0, dpi=100
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+    def few_points(iters):   # a short run's one or two points would draw no line at all
+        return 'o' if len(iters) <= 20 else None
+
     fig, (ax_acc, ax_fit) = plt.subplots(1, 2, figsize=(width, height), dpi=dpi, layout='constrained')
     colours = plt.get_cmap('tab10').colors
     entries = [(r, False) for r in runs] + [(r, True) for r in references]
@@ -226,7 +229,7 @@ def plot_runs(runs, references, out, title=None, width=12.0, height=5.0, dpi=100
         if run.test:
             any_test = True
             iters, acc = zip(*run.test)
-            ax_acc.plot(iters, acc, style, color=colour, lw=1.6,
+            ax_acc.plot(iters, acc, style, color=colour, lw=1.6, marker=few_points(iters), ms=4,
                         label=f'{label}: final {run.final_test_acc:.4f}, best {run.best_test_acc:.4f}')
         if run.train:
             any_train = True
@@ -234,9 +237,9 @@ def plot_runs(runs, references, out, title=None, width=12.0, height=5.0, dpi=100
             fit = [r['fit'] for r in run.train]
             ax_fit.plot(iters, fit, '-', color=colour, lw=0.6, alpha=0.25)
             ax_fit.plot(iters, smooth(fit, max(1, len(fit) // 60) | 1), style, color=colour, lw=1.6,
-                        label=label)
+                        marker=few_points(iters), ms=4, label=label)
     thousands = FuncFormatter(lambda x, _: f'{x / 1000:g}k' if x else '0')
-    ax_acc.set(title='Test accuracy (all 10,000 test images)', xlabel='iteration', ylabel='test accuracy')
+    ax_acc.set(title='Test accuracy (the whole test set)', xlabel='iteration', ylabel='test accuracy')
     ax_fit.set(title='Train fit (batch cross-entropy; smoothed, raw faint)', xlabel='iteration',
                ylabel='fit (log scale)')
     for ax, has in ((ax_acc, any_test), (ax_fit, any_train)):

@@ -105,6 +105,17 @@ def test_plot_three_runs_and_a_reference(tmp_path):
     assert len(colours) > 50
 
 
+def test_a_run_with_one_test_line_shows_as_a_point(tmp_path):
+    run = runlog.read_run(make_run(tmp_path, 'pd40_pn20', 0.1, n_iters=300))
+    assert len(run.test) == 1
+    rgb = mpimg.imread(compare.plot_runs([run], [], tmp_path / 'short.png'))[..., :3]
+    # The left panel's middle, away from the legend (lower right): where one point sits
+    # when it sets both axes' ranges; a line through one point draws nothing there.
+    middle = (rgb[150:350, 150:450] * 255).astype(int)
+    blue = np.all(np.abs(middle - (31, 119, 180)) < 30, axis=-1)   # tab10's first colour
+    assert blue.sum() > 10
+
+
 def test_plot_cli_writes_png(tmp_path):
     out = tmp_path / 'ref.png'
     r = cli('plot', RP, '--reference', BASELINE, '-o', out)

@@ -1,9 +1,10 @@
 """How far a float32 result may lie from the same computation in float64: the
-tolerance of every test that compares float32 results of different code paths
+tolerance of the tests that compare float32 results of different code paths
 (Keras backends, the graph code, a compiled fit step, a fused P step).
 
 Such tests compare each float32 side with a float64 evaluation of the same
-formula, never one float32 side with another, within
+formula, not one float32 side with another (the exceptions, whole training steps
+or networks compared at a fixed tolerance, are listed in docs/development.md), within
 
     |y32 - y64|_max  <=  rounding + LAMBDA * sqrt(n * depth) * (U * max|y64| + s)
 

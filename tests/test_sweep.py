@@ -1,6 +1,6 @@
 """Sweeps on a local Ray (issue 14), end to end on the learnable fixture.
 
-One sweep of 1 configuration x 2 seeds plus a run whose flag train.py rejects runs
+One sweep of 1 configuration x 2 seeds plus a run whose data train.py rejects runs
 once, in a subprocess, as a user starts it; one of its train.py processes is killed
 with SIGKILL mid-run. Then: the logs of each configuration's first seed equal the same
 train.py command run by hand (in the test process; the killed one resumed with --resume), the rejected run
@@ -28,7 +28,8 @@ QUICK = dict(width=0.125, batch_size=16, base_lr=0.01, bn_zero_debias=True, max_
 CONFIGS = [('random_projection', dict(pd=40, pn=20), 'pd40_pn20')]   # published: the authors' row
 SEEDS = (1, 2)
 KILLED = ('random_projection', 'pd40_pn20', 1)
-BAD = ('angle_projection', 'pd0_pn1_iter1', 1)       # --pd 0: train.py exits 2
+BAD = ('angle_projection', 'pd7_pn1_iter1', 1)       # not published; its data refused: train.py exits 2
+BAD_MESSAGE = f'expected {"0" * 32}: the file is corrupted'   # the train pickle's md5 it is given
 
 def sweep_file(path, fixture_flags, with_bad_run):
     data_dir, md5 = fixture_flags[1], fixture_flags[3]
@@ -39,7 +40,11 @@ def sweep_file(path, fixture_flags, with_bad_run):
         lines += ['[[run]]', f'entry = "{entry}"',
                   'flags = { ' + ', '.join(f'{k} = {toml_value(v)}' for k, v in flags.items()) + ' }']
     if with_bad_run:
-        lines += ['[[run]]', f'entry = "{BAD[0]}"', 'flags = { pd = 0 }', f'seeds = [{BAD[2]}]']
+        # Flags train.py would refuse stop the sweep file itself; what only a run finds
+        # (its data, here) fails that run.
+        bad_md5 = ','.join('train=' + '0' * 32 if p.startswith('train=') else p for p in md5.split(','))
+        lines += ['[[run]]', f'entry = "{BAD[0]}"', f'flags = {{ pd = 7, data_md5 = {json.dumps(bad_md5)} }}',
+                  f'seeds = [{BAD[2]}]']
     path.write_text('\n'.join(lines) + '\n')
     return path
 
@@ -143,7 +148,7 @@ def test_a_run_train_py_rejects_fails_once_while_the_others_finish(sweep):
     run_dir = run_folder(sweep['logs'], *BAD)
     state = json.loads((run_dir / 'sweep_state.json').read_text())
     assert state['state'] == 'failed' and state['attempts'] == 1
-    assert 'exit code 2' in state['message'] and '--pd must be an integer >= 1, got 0' in state['message']
+    assert 'exit code 2' in state['message'] and BAD_MESSAGE in state['message']
     assert (run_dir / 'sweep_output.txt').read_text().count('\n### ') == 1
     assert f'failed: seed1/{BAD[0]}/{BAD[1]} after 1 attempt(s): exit code 2' in sweep['output']
     assert '3 runs: 0 pending, 0 running, 2 done, 1 failed' in sweep['output']
@@ -182,7 +187,7 @@ def test_status_prints_every_run(sweep):
             else:
                 assert detail == '120 iterations (log index 00)'
     state, message = lines[f'seed1/{BAD[0]}/{BAD[1]}']
-    assert state == 'failed' and '--pd must be an integer >= 1, got 0' in message
+    assert state == 'failed' and BAD_MESSAGE in message
     assert out.stdout.splitlines()[-1] == '3 runs: 0 pending, 0 running, 2 done, 1 failed'
 
 

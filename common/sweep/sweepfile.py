@@ -230,8 +230,14 @@ def load(path, log_root=None, overrides=None):
 
 
 def _parse(parser, argv, where):
-    """train.py's own parsing of argv (names, types, choices); SweepFileError instead of exit."""
+    """train.py's own parsing and checks of argv (names, types, choices, values that cannot
+    give a run); SweepFileError instead of exit."""
     def error(message):
         raise SweepFileError(f'{where}: {message}')
     parser.error = error
-    return parser.parse_args(argv)
+    flags = parser.parse_args(argv)
+    try:
+        config.validate(flags)
+    except config.FlagError as e:
+        error(str(e))
+    return flags

@@ -2,10 +2,12 @@
 
 The original release's flags keep their names and defaults; the variant
 files pass their own (``--pd --pn --pnd`` or ``--pd --pn --iters``). This
-module does not import TensorFlow, so ``--gpu_no`` can still choose the GPU.
+module does not import TensorFlow or Keras, so ``--gpu_no`` can still choose the GPU
+and ``--keras_backend`` the backend.
 """
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from common import REPO_ROOT
@@ -27,6 +29,7 @@ CHOICES = {'model_name': ('baseline', 'mhe', 'half_mhe'), 'power_s': ('0', '1', 
 
 
 ENGINES = ('tf1', 'keras')
+KERAS_BACKENDS = ('jax', 'tensorflow', 'torch')
 
 
 class FlagError(ValueError):
@@ -77,6 +80,10 @@ def build_parser(description, variant, variant_defaults):
                    help='tf1: the TensorFlow graph of the release; keras: the same protocol '
                         'with Keras 3 on the backend KERAS_BACKEND names (jax, tensorflow, '
                         'torch), e.g. JAX on a GPU without TensorFlow (docs/keras_engine.md)')
+    p.add_argument('--keras_backend', choices=KERAS_BACKENDS, default=None,
+                   help='with --engine keras: the backend, set as KERAS_BACKEND before Keras '
+                        'starts (default: an inherited KERAS_BACKEND, else Keras\'s own default); '
+                        'what a sweep file sets so that every machine uses the same')
     p.add_argument('--bn_zero_debias', action='store_true',
                    help='zero-debias the batch-norm moving averages used at test time (a '
                         'deviation: the release did not, so its test accuracy stays near '
@@ -103,6 +110,9 @@ def validate(flags):
         raise FlagError(f'--base_lr must be > 0, got {flags.base_lr}')
     if not 0 < flags.width <= 16:
         raise FlagError(f'--width must be in (0, 16], got {flags.width}')
+    if getattr(flags, 'keras_backend', None) is not None and flags.engine != 'keras':
+        raise FlagError(f'--keras_backend {flags.keras_backend} chooses the backend of --engine keras; '
+                        f'add --engine keras, or drop --keras_backend')
     try:
         parse_md5_flag(getattr(flags, 'data_md5', None))
     except ValueError as e:
@@ -147,6 +157,18 @@ def select_gpu(gpu_no):
         os.environ.setdefault('CUDA_VISIBLE_DEVICES', '0')
 
 
+def select_keras_backend(backend):
+    """Set KERAS_BACKEND before Keras starts; Keras reads it once, at its import."""
+    if backend is None:
+        return
+    keras = sys.modules.get('keras')
+    if keras is not None and keras.backend.backend() != backend:
+        raise FlagError(f'--keras_backend {backend}: Keras already runs on '
+                        f'{keras.backend.backend()} in this process; start a new Python process '
+                        f'(train.py from a shell, for instance)')
+    os.environ['KERAS_BACKEND'] = backend
+
+
 def parse(description, variant, variant_defaults, argv=None):
     """Parse and check the flags, then select the GPU; exits 2 on a bad flag."""
     parser = build_parser(description, variant, variant_defaults)
@@ -155,6 +177,7 @@ def parse(description, variant, variant_defaults, argv=None):
     try:
         validate(flags)
         check_run_folder(flags)
+        select_keras_backend(flags.keras_backend)
     except FlagError as e:
         parser.error(str(e))
     select_gpu(flags.gpu_no)

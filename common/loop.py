@@ -80,10 +80,11 @@ def start(flags, run_name, dataset, device_line, run):
         return run(files, *arrays)
 
 
-def begin(flags, files, run_name, checkpoint_iteration=None):
+def begin(flags, files, run_name, checkpoint_iteration=None, record=None):
     """The run's files at its start -> the iteration it starts at. A resume (from
     ``checkpoint_iteration``, restored by the engine) drops the log lines written after
-    that checkpoint; a new run gets its folder for checkpoints, empty logs, its flags."""
+    that checkpoint; a new run gets its folder for checkpoints, empty logs, its flags
+    (with ``record``, see runstate.save_flags)."""
     if flags.resume:
         for path in (files.train_log, files.test_log):
             runstate.truncate_log(path, checkpoint_iteration)
@@ -94,7 +95,7 @@ def begin(flags, files, run_name, checkpoint_iteration=None):
         files.checkpoint_dir.mkdir()
         files.train_log.touch()
         files.test_log.touch()
-        runstate.save_flags(files, flags, run_name)
+        runstate.save_flags(files, flags, run_name, record)
     print(f'logs: {files.train_log} and {files.test_log.name}', flush=True)
     return start
 

@@ -106,9 +106,11 @@ def check_writable(folder):
     os.remove(probe)
 
 
-def save_flags(files, flags, configuration=None):
-    """The training flags, and the configuration folder's name (which common.reference reads)."""
+def save_flags(files, flags, configuration=None, record=None):
+    """The training flags, and the configuration folder's name (which common.reference reads);
+    ``record``: more for the record (not compared on resume), such as the Keras backend."""
     values = {k: v for k, v in vars(flags).items() if k in TRAINING_FLAGS}
+    values.update(record or {})
     # What it trained on, for the record only (not a training flag: a resume may
     # find the same files elsewhere).
     if getattr(flags, 'data_dir', None) is not None:
@@ -117,6 +119,13 @@ def save_flags(files, flags, configuration=None):
     if configuration is not None:
         values['configuration'] = configuration
     files.flags_file.write_text(json.dumps(values, indent=1, sort_keys=True) + '\n')
+
+
+def recorded(files, key):
+    """The value ``key`` has in the run's flags file (None where it has none)."""
+    if not files.flags_file.is_file():
+        return None
+    return json.loads(files.flags_file.read_text()).get(key)
 
 
 def changed_flags(files, flags):

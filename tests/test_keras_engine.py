@@ -14,6 +14,7 @@ first layers).
 import importlib.util
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -186,9 +187,57 @@ def test_a_sweep_file_chooses_the_engine_as_any_flag(tmp_path):
     [run] = sweepfile.load(path, log_root=tmp_path / 'logs').runs
     at = run.argv.index('--engine')
     assert run.argv[at:at + 2] == ['--engine', 'keras']
+    # and its backend, the same on every machine whatever KERAS_BACKEND is there
+    path.write_text(path.read_text().replace('[[run]]', 'keras_backend = "jax"\n[[run]]'))
+    [run] = sweepfile.load(path, log_root=tmp_path / 'logs').runs
+    at = run.argv.index('--keras_backend')
+    assert run.argv[at:at + 2] == ['--keras_backend', 'jax']
     path.write_text(path.read_text().replace('"keras"', '"jax"'))
     with pytest.raises(sweepfile.SweepFileError, match="flag 'engine' is 'jax'; one of tf1, keras"):
         sweepfile.load(path, log_root=tmp_path / 'logs')
+
+
+def test_keras_backend_flag_chooses_the_backend_and_a_resume_must_keep_it(cifar_fixture, tmp_path):
+    if importlib.util.find_spec('jax') is None or importlib.util.find_spec('torch') is None:
+        pytest.skip('needs jax and torch')
+    args = [sys.executable, 'random_projection/train.py', *cifar_fixture, '--engine', 'keras',
+            '--width', '0.125', '--batch_size', '8', '--pn', '2', '--max_iters', '4',
+            '--eval_every', '2', '--ckpt_every', '2', '--log_dir', str(tmp_path)]
+    env = dict(subprocess_env(), KERAS_BACKEND='torch')   # the flag wins over the environment
+    out = subprocess.run([*args, '--keras_backend', 'jax'], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith('device: ') and 'JAX' in out.stdout.splitlines()[0]
+    run_dir = tmp_path / 'pd40_pn2'
+    saved = json.loads((run_dir / 'flags_00.json').read_text())
+    assert saved['backend'] == 'jax' and saved['engine'] == 'keras' and 'keras_backend' not in saved
+    # As if it had stopped at its checkpoint of iteration 2: a resume on PyTorch is refused.
+    index = run_dir / 'checkpoints_00' / 'checkpoint'
+    index.write_text(index.read_text().replace('model_checkpoint_path: "ckpt-4"', 'model_checkpoint_path: "ckpt-2"'))
+    test_log = (run_dir / 'log_test_00.txt').read_text()
+    out = subprocess.run([*args, '--resume'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert ("error: --resume: run 00 ran on Keras's jax backend, this process has torch, and the logs "
+            "would not continue as an uninterrupted run's; resume with --keras_backend jax") in out.stderr
+    assert (run_dir / 'log_test_00.txt').read_text() == test_log   # untouched
+
+
+def test_keras_backend_applies_to_the_keras_engine_and_before_keras_starts(monkeypatch):
+    import keras
+    from common import config
+    from conftest import entry_flags, load_entry_point
+    flags = entry_flags(load_entry_point('random_projection'), '--keras_backend', 'torch')
+    with pytest.raises(config.FlagError, match='--keras_backend torch chooses the backend of --engine keras'):
+        config.validate(flags)
+    # Keras reads KERAS_BACKEND once: in a process where it already runs, another is refused.
+    current = keras.backend.backend()
+    other = next(b for b in config.KERAS_BACKENDS if b != current)
+    monkeypatch.setenv('KERAS_BACKEND', other)
+    config.select_keras_backend(current)
+    assert os.environ['KERAS_BACKEND'] == current
+    with pytest.raises(config.FlagError, match=f'--keras_backend {other}: Keras already runs on {current} '
+                                               'in this process; start a new Python process'):
+        config.select_keras_backend(other)
 
 
 def test_the_test_pass_on_the_device_counts_what_the_logits_say():

@@ -77,6 +77,12 @@ BAD_FILES = [
     ('[flags]', '[flag]', "unknown key 'flag'"),
     ('seeds = [1, 2]', 'seeds = "1, 2"', 'seeds: seeds must be a non-empty list of integers'),
     ('max_iters = 50', 'max_iters = 50\nmax_iters = 60', 'not valid TOML'),
+    # Values train.py would refuse at its start: refused before anything starts.
+    ('width = 0.25', 'width = 0', "run 1 (random_projection): --width must be in (0, 16], got 0"),
+    ('max_iters = 50', 'max_iters = 50\nkeras_backend = "jax"',
+     'run 1 (random_projection): --keras_backend jax chooses the backend of --engine keras; add --engine keras'),
+    ('max_iters = 50', 'max_iters = 50\nengine = "keras"\nkeras_backend = "mxnet"',
+     "flag 'keras_backend' is 'mxnet'; one of jax, tensorflow, torch"),
 ]
 
 

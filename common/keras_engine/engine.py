@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from common import loop
+from common import loop, runstate
 from common.keras_engine import network, step as steps
 from common.schedule import learning_rate, scaled_widths
 
@@ -192,6 +192,12 @@ def _train_run(flags, run_name, terms, on_gpu, files, train_x, train_y, test_x, 
     state = steps.initial_state(model, terms, flags.random_seed)
     restored = None
     if flags.resume:
+        backend, then = keras.backend.backend(), runstate.recorded(files, 'backend')
+        if then not in (None, backend):   # None: runs from before the backend was recorded
+            print(f'error: --resume: run {files.index:02d} ran on Keras\'s {then} backend, this '
+                  f'process has {backend}, and the logs would not continue as an uninterrupted '
+                  f'run\'s; resume with --keras_backend {then}', file=sys.stderr)
+            return 2
         restored = files.checkpoint_iteration()
         try:
             state = load_checkpoint(files.checkpoint_dir, restored, state)
@@ -199,7 +205,7 @@ def _train_run(flags, run_name, terms, on_gpu, files, train_x, train_y, test_x, 
             print(f'error: {e}; the run cannot resume from it: put back the checkpoint folder '
                   f'as the run left it, or start a new run without --resume', file=sys.stderr)
             return 2
-    start = loop.begin(flags, files, run_name, restored)
+    start = loop.begin(flags, files, run_name, restored, record={'backend': keras.backend.backend()})
     train_step = steps.compiled(steps.make_train_step(model, terms, flags.random_seed, n_class))
     saved_terms = steps.compiled(steps.make_batchless_terms(model, terms, flags.random_seed),
                                  donate_state=False)

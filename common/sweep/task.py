@@ -57,9 +57,17 @@ def _die_with_parent():
         pass
 
 
-def child_env(restore_env, cuda_visible_devices):
+# Where runs share a GPU (--gpus-per-run below 1), each takes GPU memory as it needs it:
+# JAX would otherwise take 75% of the GPU at its first operation and TensorFlow (the
+# Keras engine's backend; the TF1 engine's session already grows) all of it, and the
+# second run on the GPU would fail for want of memory. A value the user set stands.
+SHARED_GPU_ENV = {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false', 'TF_FORCE_GPU_ALLOW_GROWTH': 'true'}
+
+
+def child_env(restore_env, cuda_visible_devices, shares_gpu=False):
     """The worker's environment, with the variables Ray (or the sweep's loopback guard)
-    changed put back as the user had them, and the GPU(s) Ray gave this run."""
+    changed put back as the user had them, and the GPU(s) Ray gave this run;
+    ``shares_gpu``: memory taken as needed (SHARED_GPU_ENV)."""
     env = dict(os.environ)
     for key, value in restore_env.items():
         if value is None:
@@ -68,6 +76,9 @@ def child_env(restore_env, cuda_visible_devices):
             env[key] = value
     env['CUDA_VISIBLE_DEVICES'] = cuda_visible_devices
     env.setdefault('PYTHONUNBUFFERED', '1')
+    if shares_gpu:
+        for key, value in SHARED_GPU_ENV.items():
+            env.setdefault(key, value)
     return env
 
 
@@ -166,7 +177,7 @@ def run_to_completion(spec, retries, gpus_per_run, restore_env):
     """Run (or resume) one run until done, failed or stopped -> dict(state, message, attempts)."""
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     output_path = spec.run_dir / runstatus.OUTPUT_FILE
-    env = child_env(restore_env, visible_gpus(gpus_per_run))
+    env = child_env(restore_env, visible_gpus(gpus_per_run), shares_gpu=0 < gpus_per_run < 1)
     record = runstatus.read_state(spec.run_dir)
     # Still 'running': Ray reruns the task, its worker lost (with its node, say) while
     # train.py ran; 'interrupted': a new `sweep run`, the one before having died

@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import io
 import pickle
+import shlex
 import tarfile
 from pathlib import Path
 
@@ -122,10 +123,15 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.n_train < 1 or args.n_test < 1 or not 1 <= args.n_classes <= 100:
         p.error('--n_train and --n_test must be at least 1, --n_classes 1 to 100')
+    # Never over a real CIFAR-100 (data/, say), nor beside an extracted copy the loader would prefer.
+    there = [name for name in (ARCHIVE_NAME, FOLDER, 'train', 'test') if (args.dest_dir / name).exists()]
+    if there:
+        p.error(f'{args.dest_dir} already holds {there[0]}; give a new or empty folder '
+                f'(to rewrite a fixture, delete its folder first)')
     info = write_cifar100_archive(args.dest_dir, args.n_train, args.n_test, args.n_classes, args.seed)
     print(f"wrote {info['archive']} ({args.n_train} training and {args.n_test} test images, "
           f"{args.n_classes} classes); train on it with:\n"
-          f"  --data_dir {args.dest_dir.resolve()} --data_md5 {info['data_md5']}")
+          f"  --data_dir {shlex.quote(str(args.dest_dir.resolve()))} --data_md5 {info['data_md5']}")
 
 
 if __name__ == '__main__':

@@ -352,3 +352,10 @@ def test_fixture_command_prints_the_flags_that_load_it(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cf.main([str(tmp_path / 'bad'), '--n_classes', '101'])
     assert 'n_classes 1 to 100' in capsys.readouterr().err
+    # A folder that holds CIFAR-100 (or a fixture, extracted: the loader would prefer it) is left alone.
+    before = (tmp_path / 'fx' / 'cifar-100-python.tar.gz').read_bytes()
+    with pytest.raises(SystemExit):
+        cf.main([str(tmp_path / 'fx')])
+    assert f"{tmp_path / 'fx'} already holds cifar-100-python.tar.gz; give a new or empty folder" in \
+        capsys.readouterr().err
+    assert (tmp_path / 'fx' / 'cifar-100-python.tar.gz').read_bytes() == before

@@ -139,8 +139,13 @@ def changed_flags(files, flags):
     saved.setdefault('lookahead_decay', True)
     # Runs from before --engine existed are the TF1 graph's (its checkpoints).
     saved.setdefault('engine', 'tf1')
-    return [(k, getattr(flags, k), v) for k, v in saved.items()
-            if hasattr(flags, k) and getattr(flags, k) != v]
+    changed = [(k, getattr(flags, k), v) for k, v in saved.items()
+               if hasattr(flags, k) and getattr(flags, k) != v]
+    # A Keras run's backend is on record, not a flag; --keras_backend, where given, must match it.
+    backend = getattr(flags, 'keras_backend', None)
+    if backend is not None and saved.get('backend') not in (None, backend):
+        changed.append(('keras_backend', backend, saved['backend']))
+    return changed
 
 
 def truncate_log(path, iteration):

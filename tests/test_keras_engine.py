@@ -220,6 +220,34 @@ def test_keras_backend_flag_chooses_the_backend_and_a_resume_must_keep_it(cifar_
     assert ("error: --resume: run 00 ran on Keras's jax backend, this process has torch, and the logs "
             "would not continue as an uninterrupted run's; resume with --keras_backend jax") in out.stderr
     assert (run_dir / 'log_test_00.txt').read_text() == test_log   # untouched
+    # With the flag, refused among the flags, before the data is loaded.
+    out = subprocess.run([*args, '--resume', '--keras_backend', 'torch'], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and 'error: --resume: --keras_backend is torch, the run used jax' in out.stderr
+    assert out.stdout == ''
+    # A run from before the backend was recorded resumes on any.
+    flags_file = run_dir / 'flags_00.json'
+    flags_file.write_text(json.dumps({k: v for k, v in saved.items() if k != 'backend'}))
+    out = subprocess.run([*args, '--resume'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'resuming run 00 at iteration 2' in out.stdout
+
+
+def test_a_sweep_starts_anew_a_run_recorded_on_another_backend(tmp_path):
+    from common import config, runstate
+    from conftest import entry_flags, load_entry_point
+    module = load_entry_point('random_projection')
+    flags = entry_flags(module, '--engine', 'keras')
+    flags.variant = module.VARIANT
+    files = runstate.new_run(tmp_path / config.run_name(flags))
+    files.run_dir.mkdir()
+    runstate.save_flags(files, flags, config.run_name(flags), record={'backend': 'jax'})
+    assert runstate.recorded(files, 'backend') == 'jax'
+    assert runstate.changed_flags(files, flags) == []              # the backend not named: not checked here
+    flags.keras_backend = 'jax'
+    assert runstate.changed_flags(files, flags) == []
+    flags.keras_backend = 'torch'                                   # what the sweep's disk_state reads as 'new'
+    assert runstate.changed_flags(files, flags) == [('keras_backend', 'torch', 'jax')]
 
 
 def test_keras_backend_applies_to_the_keras_engine_and_before_keras_starts(monkeypatch):

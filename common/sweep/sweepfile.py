@@ -18,8 +18,9 @@ user would type them, ``--random_seed SEED`` and ``--log_dir
 ``<sweep folder>/seed<SEED>[/<name>]/<entry>/<configuration>``. A flag's
 TOML value must have the flag's type (integer, float, string, or true/false
 for a switch); relative paths are relative to the repository root, where
-train.py runs. Values are train.py's to judge when the run starts (a run
-whose train.py rejects a value fails alone, with its message). No TensorFlow here.
+train.py runs. train.py's own checks of its flags run here, so a value it would
+refuse stops the file; what only a run finds (its data, its folder) fails that
+run alone, with its message. No TensorFlow here.
 """
 import argparse
 import importlib.util

@@ -18,7 +18,9 @@ import hashlib
 import io
 import pickle
 import shlex
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -111,27 +113,41 @@ def write_cifar100_archive(dest_dir, n_train=500, n_test=200, n_classes=10, seed
                 data_md5=f"train={file_md5['train']},test={file_md5['test']},archive={archive_md5}")
 
 
+def _md5(path):
+    return hashlib.md5(Path(path).read_bytes()).hexdigest() if Path(path).is_file() else None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog='python -m common.cifar_fixture',
                                 description='Write a tiny learnable CIFAR-100-format archive to train on '
-                                            'without CIFAR-100 (a pipeline check, not an experiment).')
+                                            'without CIFAR-100 (a pipeline check, not an experiment), '
+                                            'and print the train.py flags that load it.')
     p.add_argument('dest_dir', type=Path, help='folder to write cifar-100-python.tar.gz into')
-    p.add_argument('--n_train', type=int, default=500)
-    p.add_argument('--n_test', type=int, default=200)
-    p.add_argument('--n_classes', type=int, default=10, help='1 to 100')
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--n_train', type=int, default=500, help='training images')
+    p.add_argument('--n_test', type=int, default=200, help='test images')
+    p.add_argument('--n_classes', type=int, default=10, help='classes, 1 to 100 (chance: 1 / n_classes)')
+    p.add_argument('--seed', type=int, default=0, help='seed of the images; same arguments, same bytes')
     args = p.parse_args(argv)
     if args.n_train < 1 or args.n_test < 1 or not 1 <= args.n_classes <= 100:
         p.error('--n_train and --n_test must be at least 1, --n_classes 1 to 100')
-    # Never over a real CIFAR-100 (data/, say), nor beside an extracted copy the loader would prefer.
-    there = [name for name in (ARCHIVE_NAME, FOLDER, 'train', 'test') if (args.dest_dir / name).exists()]
-    if there:
-        p.error(f'{args.dest_dir} already holds {there[0]}; give a new or empty folder '
-                f'(to rewrite a fixture, delete its folder first)')
-    info = write_cifar100_archive(args.dest_dir, args.n_train, args.n_test, args.n_classes, args.seed)
-    print(f"wrote {info['archive']} ({args.n_train} training and {args.n_test} test images, "
-          f"{args.n_classes} classes); train on it with:\n"
-          f"  --data_dir {shlex.quote(str(args.dest_dir.resolve()))} --data_md5 {info['data_md5']}")
+    with tempfile.TemporaryDirectory() as tmp:
+        info = write_cifar100_archive(tmp, args.n_train, args.n_test, args.n_classes, args.seed)
+        dest = args.dest_dir
+        there = [name for name in (ARCHIVE_NAME, FOLDER, 'train', 'test') if (dest / name).exists()]
+        # The same fixture already there (and, if extracted, the same pickles): nothing to do.
+        same = there and _md5(dest / ARCHIVE_NAME) == info['archive_md5'] and all(
+            _md5(dest / FOLDER / split) in (None, info['file_md5'][split]) for split in ('train', 'test')) \
+            and not {'train', 'test'} & set(there)
+        if there and not same:
+            # Never over a real CIFAR-100 (data/, say), nor beside a copy the loader would prefer.
+            p.error(f'{dest} already holds {there[0]}, not this fixture; give a new or empty folder '
+                    f'(to rewrite a fixture, delete its folder first)')
+        if not there:
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.move(Path(tmp) / ARCHIVE_NAME, dest / ARCHIVE_NAME)
+    print(f"{'found' if there else 'wrote'} {dest / ARCHIVE_NAME} ({args.n_train} training and "
+          f"{args.n_test} test images, {args.n_classes} classes); train on it with:\n"
+          f"  --data_dir {shlex.quote(str(dest.resolve()))} --data_md5 {info['data_md5']}")
 
 
 if __name__ == '__main__':

@@ -138,6 +138,8 @@ def test_no_network(tmp_path):
     msg = str(e.value)
     assert 'could not be downloaded' in msg and url in msg
     assert 'by hand' in msg and str(tmp_path) in msg and 'cifar-100-python.tar.gz' in msg
+    assert msg.endswith('`python -m common.cifar_fixture data/fixture` writes a tiny stand-in and prints '
+                        'the flags that train on it')   # offline and only trying the code
     assert listing(tmp_path) == []  # no partial download left
 
 
@@ -352,10 +354,20 @@ def test_fixture_command_prints_the_flags_that_load_it(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cf.main([str(tmp_path / 'bad'), '--n_classes', '101'])
     assert 'n_classes 1 to 100' in capsys.readouterr().err
-    # A folder that holds CIFAR-100 (or a fixture, extracted: the loader would prefer it) is left alone.
+    # The same command again, the archive extracted by the load above: found, the same flags.
+    assert (tmp_path / 'fx' / 'cifar-100-python' / 'train').is_file()
+    cf.main([str(tmp_path / 'fx'), '--n_train', '40', '--n_test', '20', '--n_classes', '5'])
+    again = capsys.readouterr().out
+    assert again.startswith('found ') and again.split('\n')[1] == out.split('\n')[1]
+    train = tmp_path / 'fx' / 'cifar-100-python' / 'train'
+    train.write_bytes(train.read_bytes()[:100])   # the extracted copy is not this fixture's any more
+    with pytest.raises(SystemExit):
+        cf.main([str(tmp_path / 'fx'), '--n_train', '40', '--n_test', '20', '--n_classes', '5'])
+    assert 'already holds cifar-100-python.tar.gz, not this fixture' in capsys.readouterr().err
+    # Anything else there (CIFAR-100 itself, another fixture) is left alone.
     before = (tmp_path / 'fx' / 'cifar-100-python.tar.gz').read_bytes()
     with pytest.raises(SystemExit):
         cf.main([str(tmp_path / 'fx')])
-    assert f"{tmp_path / 'fx'} already holds cifar-100-python.tar.gz; give a new or empty folder" in \
-        capsys.readouterr().err
+    assert f"{tmp_path / 'fx'} already holds cifar-100-python.tar.gz, not this fixture; give a new or " \
+           f"empty folder" in capsys.readouterr().err
     assert (tmp_path / 'fx' / 'cifar-100-python.tar.gz').read_bytes() == before

@@ -100,6 +100,11 @@ def authors_references(runs, note=None):
                      f'{", ".join(authors.VARIANTS)}; pass --reference RUN to compare it')
             refs.append(None)
             continue
+        if note is not None:
+            unlike = authors.not_like_the_authors(run.path)
+            if unlike:
+                note(f'note: {run.path} trained on {" and ".join(unlike)}: its figures do not '
+                     f"compare with the authors' CIFAR-100 ones")
         if folder not in found:
             found[folder] = read_run(folder)
         refs.append(found[folder])
@@ -311,7 +316,8 @@ def build_parser():
                                    "yours where --logs has a run of the same variant and configuration "
                                    "(<variant>/<configuration>, as train.py writes them).")
     t.add_argument('--logs', type=Path, default=authors.REPO_ROOT / 'logs', metavar='DIR',
-                   help='where your runs are (the --log_dir parent of the variant folders)')
+                   help='where your runs are: the folder holding <variant>/<configuration> folders, '
+                        'as logs/ does (a train.py --log_dir is one <variant> folder inside it)')
     t.add_argument('--csv', action='store_true', help='write CSV instead of a markdown table')
     return p
 
@@ -341,6 +347,12 @@ def main(argv=None):
             sys.stdout.flush()
         elif args.command == 'paper':
             rows = paper_rows(args.logs)
+            for row in rows:
+                unlike = authors.not_like_the_authors(args.logs / row['configuration']) \
+                    if row['ours_final'] is not None else []
+                if unlike:
+                    _note(f"note: ours of {row['configuration']} trained on {' and '.join(unlike)}: "
+                          f"its figures do not compare with the authors' CIFAR-100 ones")
             if args.csv:
                 writer = csv.DictWriter(sys.stdout, fieldnames=PAPER_COLUMNS, lineterminator='\n')
                 writer.writeheader()

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from common import REPO_ROOT
+from common.runstate import OFFICIAL_DATA
 
 AUTHORS_DIR = REPO_ROOT / 'logs' / 'authors'
 VARIANTS = ('random_projection', 'angle_projection', 'adversarial_projection', 'mhe')
@@ -58,6 +59,26 @@ def identify(run_path):
     if len(parts) >= 2 and parts[-2] in VARIANTS:
         return parts[-2], parts[-1]
     return None
+
+
+def not_like_the_authors(run_path):
+    """What the run's latest flags file says makes its figures unlike the authors' CIFAR-100
+    CNN-9 ones: other data (--data_md5) and another --width; [] when it says nothing of either."""
+    path = Path(run_path)
+    folder = path.parent if path.is_file() else path
+    for flags_file in sorted(folder.glob('flags_*.json'), reverse=True):
+        try:
+            saved = json.loads(flags_file.read_text())
+        except (OSError, ValueError):
+            continue
+        reasons = []
+        data = saved.get('data')
+        if isinstance(data, dict) and data.get('md5') != OFFICIAL_DATA:
+            reasons.append(f"other data than CIFAR-100's official files ({data.get('dir')})")
+        if saved.get('width', 1.0) != 1.0:
+            reasons.append(f"width {saved['width']} (the paper's network is 1.0)")
+        return reasons
+    return []
 
 
 def is_authors_run(run_path, root=AUTHORS_DIR):

@@ -29,6 +29,7 @@ from common import locks, runlog
 TRAINING_FLAGS = ('variant', 'base_lr', 'batch_size', 'random_seed', 'pd', 'pn', 'pnd', 'iters',
                   'max_iters', 'eval_every', 'width', 'model_name', 'power_s', 'bn_zero_debias',
                   'lookahead_decay', 'engine')
+OFFICIAL_DATA = 'official CIFAR-100'   # flags_NN.json's data md5 record without --data_md5
 _ITER = re.compile(r'^(?:====|\+\+\+\+)iter_(\d+):')
 
 
@@ -115,7 +116,7 @@ def save_flags(files, flags, configuration=None, record=None):
     # find the same files elsewhere).
     if getattr(flags, 'data_dir', None) is not None:
         values['data'] = {'dir': str(Path(flags.data_dir).absolute()),
-                          'md5': getattr(flags, 'data_md5', None) or 'official CIFAR-100'}
+                          'md5': getattr(flags, 'data_md5', None) or OFFICIAL_DATA}
     if configuration is not None:
         values['configuration'] = configuration
     files.flags_file.write_text(json.dumps(values, indent=1, sort_keys=True) + '\n')

@@ -89,6 +89,26 @@ def test_same_short_names_are_made_distinct(tmp_path):
     assert [r.final_test_acc for r in runs] == [0.75, 0.74]
 
 
+def test_a_run_on_other_data_or_width_is_noted_as_not_comparable(tmp_path):
+    import json
+    run_dir = make_run(tmp_path, 'pd40_pn20', 0.75)       # logs/random_projection/pd40_pn20
+    flags = {'variant': 'random_projection', 'configuration': 'pd40_pn20', 'width': 1.0,
+             'data': {'dir': '/data', 'md5': 'official CIFAR-100'}}
+    (run_dir / 'flags_00.json').write_text(json.dumps(flags))
+    for args in (['summary', run_dir], ['paper', '--logs', tmp_path / 'logs']):
+        r = cli(*args)
+        assert r.returncode == 0 and 'do not compare' not in r.stderr, r.stderr
+    flags.update(width=0.25, data={'dir': '/tmp/fx', 'md5': 'train=' + 'a' * 32})
+    (run_dir / 'flags_00.json').write_text(json.dumps(flags))
+    unlike = ("trained on other data than CIFAR-100's official files (/tmp/fx) and width 0.25 (the paper's "
+              "network is 1.0): its figures do not compare with the authors' CIFAR-100 ones")
+    r = cli('summary', run_dir)
+    assert r.returncode == 0 and f'note: {run_dir} {unlike}' in r.stderr, r.stderr
+    assert '| comhe/random_projection/pd40_pn20 (reference) |' in r.stdout    # still compared
+    r = cli('paper', '--logs', tmp_path / 'logs')
+    assert r.returncode == 0 and f'note: ours of random_projection/pd40_pn20 {unlike}' in r.stderr, r.stderr
+
+
 # --------------------------------------------------------------------------- plot
 
 def test_plot_three_runs_and_a_reference(tmp_path):

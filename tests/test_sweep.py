@@ -167,6 +167,11 @@ def test_a_second_run_of_a_finished_sweep_starts_nothing(sweep):
     again = sweep_cmd('run', sweep['good'], '--log_dir', sweep['logs'], env=sweep['env'])
     assert again.returncode == 0, again.stderr[-3000:]
     assert 'all 2 runs are done; nothing to start' in again.stdout
+    # The commands it points to repeat the options that found the sweep's folder.
+    assert f"(results: python -m common.sweep table {sweep['good']} --log_dir {sweep['logs']})" in again.stdout
+    assert sweep['output'].rstrip().endswith(
+        f"results: python -m common.sweep table {sweep['full']} --log_dir {sweep['logs']}; "
+        f"each run: python -m common.sweep status {sweep['full']} --log_dir {sweep['logs']}")
     assert 'Ray:' not in again.stdout and snapshot(sweep['logs']) == before
 
 
@@ -189,6 +194,15 @@ def test_status_prints_every_run(sweep):
     state, message = lines[f'seed1/{BAD[0]}/{BAD[1]}']
     assert state == 'failed' and BAD_MESSAGE in message
     assert out.stdout.splitlines()[-1] == '3 runs: 0 pending, 0 running, 2 done, 1 failed'
+
+
+def test_status_with_other_options_than_the_run_says_why_a_run_is_pending(sweep):
+    out = sweep_cmd('status', sweep['good'], '--log_dir', sweep['logs'], '--max_iters', '60')
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()[1:-1]
+    assert len(lines) == 2 and all(line.split()[1] == 'pending' for line in lines)
+    assert all('  its folder holds a run made with --max_iters 120; give the options the `run` had to see '
+               'it, or `sweep run` starts a new one' in line for line in lines), lines   # (+ the attempts)
 
 
 def compare_summary(run_dir):

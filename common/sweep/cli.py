@@ -77,6 +77,15 @@ def overrides(args):
     return values
 
 
+def same_options(args):
+    """The options that chose the sweep's folder and its runs, as typed: status and table need them too."""
+    options = ['--log_dir', str(args.log_dir)] if args.log_dir is not None else []
+    for key in ('max_iters', 'width', 'data_dir', 'data_md5'):
+        if getattr(args, key) is not None:
+            options += [f'--{key}', str(getattr(args, key))]
+    return options
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
@@ -84,6 +93,7 @@ def main(argv=None):
     except SweepFileError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    sweep.options = same_options(args)
     if args.command == 'run':
         from common.sweep.ray_runner import run_sweep
         try:

@@ -105,7 +105,7 @@ def run_sweep(sweep, address=None, gpus_per_run=None, cpus_per_run=1.0, num_cpus
     done_before = len(sweep.runs) - len(todo)
     if not todo:
         display.message(f'{sweep.path}: all {len(sweep.runs)} runs are done; nothing to start '
-                        f'(results: python -m common.sweep table {sweep.path})')
+                        f'(results: {sweep.command("table")})')
         return 0
     held = take_driver_lock(sweep.folder)
     if held is None:
@@ -175,6 +175,7 @@ def _wait(sweep, pending, display):
     failed = [r for r in finished.values() if r['state'] != 'done']
     for result in failed:
         display.message(f"failed: {result['run_id']} after {result['attempts']} attempt(s): {result['message']}")
+    display.message(f'results: {sweep.command("table")}; each run: {sweep.command("status")}')
     return 1 if failed else 0
 
 

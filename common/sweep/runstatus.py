@@ -139,4 +139,10 @@ def state_of(spec, driver_alive=False):
     if disk.kind == 'unfinished':
         what = 'stopped' if state == 'stopped' else 'unfinished'
         return what, f'checkpoint at iteration {disk.iteration}/{spec.flags.max_iters}; `sweep run` resumes it'
+    files = runstate.latest_run(spec.run_dir)
+    changed = runstate.changed_flags(files, spec.flags) if files is not None and files.flags_file.is_file() else []
+    if changed:   # most often: status given other options than the run had
+        made = ' '.join(f'--{name} {then}' for name, _, then in changed)
+        return 'pending', (f'its folder holds a run made with {made}; give the options the `run` had '
+                           f'to see it, or `sweep run` starts a new one')
     return 'pending', ''

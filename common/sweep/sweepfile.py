@@ -24,6 +24,7 @@ run alone, with its message. No TensorFlow here.
 """
 import argparse
 import importlib.util
+import shlex
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,11 @@ class Sweep:
     retries: int
     runs: list = field(default_factory=list)
     rows: list = field(default_factory=list)   # [(label, entry, configuration, [RunSpec])] in file order
+    options: list = field(default_factory=list)   # the command's --log_dir and overrides, to repeat
+
+    def command(self, sub):
+        """The `python -m common.sweep SUB` command of this sweep, with the same options."""
+        return shlex.join(['python', '-m', 'common.sweep', sub, str(self.path), *self.options])
 
 
 def entry_parser(entry):

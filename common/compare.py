@@ -243,7 +243,7 @@ def plot_runs(runs, references, out, title=None, width=12.0, height=5.0, dpi=100
             ax_fit.plot(iters, fit, '-', color=colour, lw=0.6, alpha=0.25)
             ax_fit.plot(iters, smooth(fit, max(1, len(fit) // 60) | 1), style, color=colour, lw=1.6,
                         marker=few_points(iters), ms=4, label=label)
-    thousands = FuncFormatter(lambda x, _: f'{x / 1000:g}k' if x else '0')
+    thousands = FuncFormatter(lambda x, _: f'{x / 1000:g}k' if abs(x) >= 1000 else f'{x:g}')
     ax_acc.set(title='Test accuracy (the whole test set)', xlabel='iteration', ylabel='test accuracy')
     ax_fit.set(title='Train fit (batch cross-entropy; smoothed, raw faint)', xlabel='iteration',
                ylabel='fit (log scale)')

@@ -179,10 +179,13 @@ def test_progress_as_plain_lines_when_not_a_terminal():
     display = Display(out=out, tty=False, every_s=3600)
     display.update(ROWS)
     display.update(ROWS)                      # nothing changed: nothing printed
+    display.update(ROWS[:1] + ROWS[2:] + [('seed1/b', 'done', '')])   # seed1/b done: its line and the counts
+    display.update(ROWS[:1] + ROWS[2:] + [('seed1/b', 'done', '')], final=True)   # the same: not again
     lines = out.getvalue().splitlines()
     assert [line.split('] ', 1)[1] for line in lines] == [
         'seed1/a: done, 120 iterations', 'seed1/b: running, iteration 400/1000, ETA 0h00m10s',
-        'seed2/b: failed, exit code 2: bad flag', '4 runs: 1 pending, 1 running, 1 done, 1 failed']
+        'seed2/b: failed, exit code 2: bad flag', '4 runs: 1 pending, 1 running, 1 done, 1 failed',
+        'seed1/b: done', '4 runs: 1 pending, 0 running, 2 done, 1 failed']
 
 
 def test_progress_in_place_on_a_terminal():

@@ -27,6 +27,7 @@ class Display:
         self._drawn = 0            # lines of the block last drawn (terminal)
         self._last = {}            # run_id -> (state, detail) last printed (plain)
         self._last_beat = time.monotonic()
+        self._last_counts = None   # the counts line last printed (plain)
 
     def update(self, rows, final=False):
         if self.tty:
@@ -63,15 +64,18 @@ class Display:
                     self.out.write(f'[{stamp}] {_line(run_id, state, detail)}\n')
                     changed = True
         now = time.monotonic()
-        if now - self._last_beat >= self.every_s or final:
+        beat = now - self._last_beat >= self.every_s   # a sign of life, even with no change
+        if beat or final:
             self._last_beat = now
             for run_id, state, detail in rows:
                 if state == 'running':
                     self.out.write(f'[{stamp}] {run_id}: {detail}\n')
-            changed = True
-        if changed:
-            self.out.write(f'[{stamp}] {counts_line(rows)}\n')
+                    changed = True
+        counts = counts_line(rows)
+        if changed or beat or (final and counts != self._last_counts):
+            self.out.write(f'[{stamp}] {counts}\n')
             self.out.flush()
+            self._last_counts = counts
 
 
 def _line(run_id, state, detail):

@@ -71,14 +71,19 @@ def not_like_the_authors(run_path):
             saved = json.loads(flags_file.read_text())
         except (OSError, ValueError):
             continue
-        reasons = []
         data = saved.get('data')
-        if isinstance(data, dict) and data.get('md5') != OFFICIAL_DATA:
-            reasons.append(f"other data than CIFAR-100's official files ({data.get('dir')})")
-        if saved.get('width', 1.0) != 1.0:
-            reasons.append(f"width {saved['width']} (the paper's network is 1.0)")
-        return reasons
+        other = data.get('dir') if isinstance(data, dict) and data.get('md5') != OFFICIAL_DATA else None
+        return unlike_reasons(saved.get('width', 1.0), other)
     return []
+
+
+def unlike_reasons(width, other_data=None):
+    """Why runs of this --width, on ``other_data`` (a folder; None: CIFAR-100's official
+    files) do not compare with the authors' figures; [] when they do."""
+    reasons = [f"other data than CIFAR-100's official files ({other_data})"] if other_data else []
+    if width != 1.0:
+        reasons.append(f"width {width} (the paper's network is 1.0)")
+    return reasons
 
 
 def is_authors_run(run_path, root=AUTHORS_DIR):

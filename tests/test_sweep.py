@@ -216,6 +216,9 @@ def compare_summary(run_dir):
 def test_table_numbers_equal_compare_summary_of_each_run(sweep, tmp_path):
     out = sweep_cmd('table', sweep['full'], '--log_dir', sweep['logs'], '--csv', '--out', tmp_path)
     assert out.returncode == 0, out.stderr
+    data_dir = sweep['fixture'][1]
+    assert (f"note: runs of this sweep use other data than CIFAR-100's official files ({data_dir}) and width "
+            f"0.125 (the paper's network is 1.0): the authors' columns are their CIFAR-100 figures") in out.stderr
     rows = {r['configuration']: r for r in csv.DictReader(io.StringIO(out.stdout))}
     assert list(rows) == [f'{e}/{c}' for e, _, c in CONFIGS] + [f'{BAD[0]}/{BAD[1]}']
     for entry, _, configuration in CONFIGS:

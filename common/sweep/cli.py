@@ -123,8 +123,16 @@ def status(sweep):
 
 
 def table(sweep, as_csv, out_dir):
+    from common.reference import unlike_reasons
     from common.sweep import table as results
     rows = results.table_rows(sweep)
+    unlike = []
+    for spec in sweep.runs:
+        for reason in unlike_reasons(spec.flags.width, spec.flags.data_dir if spec.flags.data_md5 else None):
+            unlike += [reason] if reason not in unlike else []
+    if unlike:
+        print(f"note: runs of this sweep use {' and '.join(unlike)}: the authors' columns are their "
+              f"CIFAR-100 figures of the paper's network and do not compare", file=sys.stderr)
     markdown, csv_text = results.format_markdown(rows), results.format_csv(rows)
     sys.stdout.write(csv_text if as_csv else markdown)
     out_dir = Path(out_dir) if out_dir is not None else sweep.folder
@@ -132,7 +140,8 @@ def table(sweep, as_csv, out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / 'table.md').write_text(markdown)
         (out_dir / 'table.csv').write_text(csv_text)
-        results.plot(rows, out_dir / 'table.png', f'{sweep.name}: final test accuracy per configuration')
+        results.plot(rows, out_dir / 'table.png', f'{sweep.name}: final test accuracy per configuration'
+                     + ("\n(the authors': CIFAR-100, the paper's network; not comparable)" if unlike else ''))
     except OSError as e:
         print(f'error: cannot write the table files in {out_dir}: {e}', file=sys.stderr)
         return 1

@@ -44,15 +44,24 @@ def authors_run_dir(variant, configuration, root=AUTHORS_DIR):
     return folder if any(folder.glob('log_t*_00.txt')) else None
 
 
-def identify(run_path):
-    """(variant, configuration) of one of our runs (a folder or a log file), or None."""
+def _run_folder(run_path):
     path = Path(run_path)
-    folder = path.parent if path.is_file() else path
+    return path.parent if path.is_file() else path
+
+
+def _saved_flags(folder):
+    """The readable flags_NN.json files of a run folder, newest first, parsed."""
     for flags_file in sorted(folder.glob('flags_*.json'), reverse=True):
         try:
-            saved = json.loads(flags_file.read_text())
+            yield json.loads(flags_file.read_text())
         except (OSError, ValueError):
             continue
+
+
+def identify(run_path):
+    """(variant, configuration) of one of our runs (a folder or a log file), or None."""
+    folder = _run_folder(run_path)
+    for saved in _saved_flags(folder):
         if saved.get('variant') in VARIANTS and saved.get('configuration'):
             return saved['variant'], saved['configuration']
     parts = folder.resolve().parts
@@ -64,13 +73,7 @@ def identify(run_path):
 def not_like_the_authors(run_path):
     """What the run's latest flags file says makes its figures unlike the authors' CIFAR-100
     CNN-9 ones: other data (--data_md5) and another --width; [] when it says nothing of either."""
-    path = Path(run_path)
-    folder = path.parent if path.is_file() else path
-    for flags_file in sorted(folder.glob('flags_*.json'), reverse=True):
-        try:
-            saved = json.loads(flags_file.read_text())
-        except (OSError, ValueError):
-            continue
+    for saved in _saved_flags(_run_folder(run_path)):
         data = saved.get('data')
         other = data.get('dir') if isinstance(data, dict) and data.get('md5') != OFFICIAL_DATA else None
         return unlike_reasons(saved.get('width', 1.0), other)

@@ -1,183 +1,38 @@
-"""The three CoMHE terms of one layer in ``keras.ops`` (docs/protocol.md section 3), the
-math of common/projections.py on any Keras 3 backend.
-
-Each projects the neurons ``W [d, N]`` with ``P [pd, d]`` and takes the
-half-space energy (power '2') of ``P W``:
-
-- RP: the mean over ``T`` Gaussian draws ``[T, pd, d]`` (one batched GEMM,
-  one batched energy);
-- AP: a learned P whose own loss is ``L_P = ||C(P W) - C(W)||_F + P_DECAY *
-  sum(P^2) / 2``; the term uses the look-ahead ``P' = P - lr dA/dP``, ``A`` the
-  angle loss alone, as the release (``lookahead_decay=True``: ``dL_P/dP``);
-- AdvP: a learned P that maximises ``E(P W)`` (full space); look-ahead
-  ``P' = P + lr dE/dP``; its own steps descend ``-E(P W) + P_DECAY sum(P^2) / 2``.
-
-The gradients inside the look-aheads and the P steps are written out
-(``keras_comhe.energy.energy_gradient`` / ``cosine_vjp``), so each is an
-ordinary expression the backend differentiates into W for the main loss.
-"""
+"""The three CoMHE terms of one layer for Keras 3 tensors: ``comhe.projections``'s
+math (docs/protocol.md section 3) with Keras variables and arrays converted to
+the active backend's tensors first."""
 from keras import ops
 
-from keras_comhe.energy import cosine_vjp, energy_gradient, hyperspherical_energy, pairwise_cosine
-
-WEIGHT_DECAY = 5e-4
-P_DECAY = 1e-3 * WEIGHT_DECAY   # P's weight decay enters its own objective scaled down
-VARIANTS = ('angle', 'adversarial')
-_TINY = 1e-30                   # keeps the angle loss's norm differentiable at 0
+from comhe import projections
+from comhe.projections import (FORMS, P_DECAY, VARIANTS, WEIGHT_DECAY, descent_costs,  # noqa: F401
+                               num_projections)
 
 
-def num_projections(n_neurons, pn, pnd):
-    """T: ``pn`` projections, or ``n_neurons // pnd`` when ``pnd > 0``."""
-    return n_neurons // pnd if pnd > 0 else pn
+def _tensors(*xs):
+    return [ops.convert_to_tensor(x) for x in xs]
 
 
 def random_projection_term(W, draws):
     """RP: mean over ``draws [T, pd, d]`` of the half-space energy of ``P_t W``."""
-    T, pd, d = draws.shape
-    n = W.shape[-1]
-    PW = ops.reshape(ops.matmul(ops.reshape(draws, (T * pd, d)), W), (T, pd, n))
-    return ops.mean(hyperspherical_energy(PW, '2', half_space=True))
-
-
-def _times_w_transposed(G, W):
-    return ops.matmul(G, ops.swapaxes(W, -1, -2))
-
-
-def _angle_loss_grad(Q, C_W):
-    """(||C(Q) - C_W||_F, its gradient by Q); for a batch ``[G, pd, N]``, one each."""
-    diff = pairwise_cosine(Q) - C_W
-    norm = ops.sqrt(ops.maximum(ops.sum(ops.square(diff), axis=(-2, -1)), _TINY))
-    return norm, cosine_vjp(Q, diff / ops.expand_dims(ops.expand_dims(norm, -1), -1))
-
-
-def objective_gradient(variant, Q, W):
-    """d objective / dQ at ``Q = P W`` (without P's decay): AP's angle loss,
-    AdvP's ``-E(Q)``."""
-    if variant == 'angle':
-        return _angle_loss_grad(Q, pairwise_cosine(W))[1]
-    return -energy_gradient(Q)
+    return projections.random_projection_term(*_tensors(W, draws))
 
 
 def p_objective(variant, W, P):
     """P's own loss: ``L_P`` (AP) or ``-E(P W) + decay`` (AdvP)."""
-    Q = ops.matmul(P, W)
-    decay = P_DECAY * ops.sum(ops.square(P)) / 2.0
-    if variant == 'angle':
-        return _angle_loss_grad(Q, pairwise_cosine(W))[0] + decay
-    return -hyperspherical_energy(Q, '2') + decay
-
-
-def lookahead(variant, W, P, lr, lookahead_decay=False):
-    """``P' = P - lr dA/dP`` (AP; ``dL_P/dP`` with ``lookahead_decay``) or
-    ``P + lr dE(P W)/dP`` (AdvP), differentiable in W."""
-    Q = ops.matmul(P, W)
-    if variant == 'angle':
-        grad = _times_w_transposed(objective_gradient('angle', Q, W), W)
-        if lookahead_decay:
-            grad = grad + P_DECAY * P
-        return P - lr * grad
-    if lookahead_decay:
-        raise ValueError('lookahead_decay is an AP option; AdvP has no decay in its look-ahead')
-    return P + lr * _times_w_transposed(energy_gradient(Q), W)
+    return projections.p_objective(variant, *_tensors(W, P))
 
 
 def learned_projection_term(variant, W, P, lr, lookahead_decay=False):
-    """AP or AdvP term: the half-space energy of ``P' W``."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    P_ahead = lookahead(variant, W, P, lr, lookahead_decay)
-    return hyperspherical_energy(ops.matmul(P_ahead, W), '2', half_space=True)
-
-
-def descent_costs(pd, d, n, iters):
-    """Multiply-adds of ``iters`` P steps: (direct, through the N x N Gram of W)."""
-    direct = iters * 2 * pd * d * n
-    gram = 2 * pd * d * n + d * n * n + iters * pd * n * n
-    return direct, gram
+    """AP or AdvP term: the half-space energy of ``P' W``, ``P'`` the look-ahead at ``lr``."""
+    W, P = _tensors(W, P)
+    return projections.learned_projection_term(variant, W, P, lr, lookahead_decay)
 
 
 def descend_projection(variant, P, W, lr, iters, form='auto'):
-    """P after ``iters`` plain gradient steps at rate ``lr`` on its own objective
-    (W held fixed), as common.projections.descend_projection:
-
-        P_{k+1} = a P_k - lr G_k W^T,   a = 1 - lr P_DECAY,   G_k = d objective / dQ at P_k W
-
-    ``'gram'`` takes the same steps in the N-dimensional space (K = W^T W once:
-    Q_{k+1} = a Q_k - lr G_k K, S_{k+1} = a S_k + G_k, P = a^iters P_0 - lr S W^T);
-    ``'auto'`` picks whichever needs fewer multiply-adds. ``P [pd, d]`` and ``W [d, N]``,
-    or a batch of layers of one shape, ``[G, pd, d]`` and ``[G, d, N]``.
-    """
-    return descend_projections(variant, [P], [W], lr, iters, form)[0]
+    """P after ``iters`` gradient steps on its own objective (see ``comhe.projections``)."""
+    return projections.descend_projection(variant, *_tensors(P, W), lr, iters, form)
 
 
 def descend_projections(variant, Ps, Ws, lr, iters, form='auto'):
-    """``descend_projection`` of several layers (each ``P [pd, d]``, ``W [d, N]``), in one
-    loop of ``iters`` steps: the layers of one shape stacked, so each step is one batched
-    op per shape for all of them (CNN-9's nine hidden layers have six shapes), instead of
-    a loop per layer. Returns the Ps in the order given."""
-    if form not in ('auto', 'direct', 'gram'):
-        raise ValueError(f"form must be 'auto', 'direct' or 'gram', got {form!r}")
-    if len(Ps) != len(Ws):
-        raise ValueError(f'{len(Ps)} projections for {len(Ws)} layers')
-    groups = {}
-    for i, (P, W) in enumerate(zip(Ps, Ws)):
-        groups.setdefault((tuple(P.shape), tuple(W.shape)), []).append(i)
-    descents = [_Descent(variant, [Ps[i] for i in members], [Ws[i] for i in members], lr, iters, form)
-                for members in groups.values()]
-
-    def step(_, carries):
-        return tuple(descent.step(carry) for descent, carry in zip(descents, carries))
-
-    carries = ops.fori_loop(0, iters, step, tuple(descent.start() for descent in descents))
-    out = [None] * len(Ps)
-    for members, descent, carry in zip(groups.values(), descents, carries):
-        P = descent.finish(carry)
-        for k, i in enumerate(members):
-            out[i] = P[k] if descent.stacked else P
-    return out
-
-
-class _Descent:
-    """The P steps of the layers of one shape, stacked into ``[G, pd, d]`` where there
-    are several: ``start()`` the loop's carry, ``step(carry)``, ``finish(carry)`` the Ps."""
-
-    def __init__(self, variant, Ps, Ws, lr, iters, form):
-        self.stacked = len(Ps) > 1
-        P = ops.stack([ops.convert_to_tensor(P) for P in Ps]) if self.stacked else Ps[0]
-        W = ops.stack(Ws) if self.stacked else Ws[0]
-        self.P = ops.stop_gradient(ops.convert_to_tensor(P))
-        self.W = ops.stop_gradient(W)
-        pd, d = self.P.shape[-2:]
-        n = self.W.shape[-1]
-        if form == 'auto':
-            direct, gram = descent_costs(pd, d, n, iters)
-            form = 'gram' if gram < direct else 'direct'
-        self.form, self.iters, self.variant = form, iters, variant
-        self.lr = ops.cast(lr, self.P.dtype)
-        self.shrink = 1.0 - self.lr * P_DECAY
-        self.C_W = pairwise_cosine(self.W) if variant == 'angle' else None
-        self.K = ops.matmul(ops.swapaxes(self.W, -1, -2), self.W) if form == 'gram' else None
-
-    def grad_q(self, Q):
-        if self.variant == 'angle':
-            return _angle_loss_grad(Q, self.C_W)[1]
-        return -energy_gradient(Q)
-
-    def start(self):
-        if self.form == 'direct':
-            return self.P
-        Q = ops.matmul(self.P, self.W)
-        return Q, ops.zeros(Q.shape, Q.dtype)
-
-    def step(self, carry):
-        if self.form == 'direct':
-            return self.shrink * carry - self.lr * _times_w_transposed(
-                self.grad_q(ops.matmul(carry, self.W)), self.W)
-        Q, S = carry
-        G = self.grad_q(Q)
-        return self.shrink * Q - self.lr * ops.matmul(G, self.K), self.shrink * S + G
-
-    def finish(self, carry):
-        if self.form == 'direct':
-            return carry
-        return ops.power(self.shrink, float(self.iters)) * self.P - self.lr * _times_w_transposed(carry[1], self.W)
+    """``descend_projection`` of several layers, those of one shape stacked."""
+    return projections.descend_projections(variant, _tensors(*Ps), _tensors(*Ws), lr, iters, form)

@@ -29,6 +29,27 @@ def _positive_int(name, value, minimum=1):
     return value
 
 
+def _refuse_traced_state(W, what):
+    """Under plain ``jax.jit`` (outside Keras's own training, which runs in a
+    ``keras.StatelessScope``) assigning this regulariser's state would leak a tracer
+    into its variables and freeze its draws: stop with the way that works."""
+    if keras.backend.backend() != 'jax':
+        return
+    import jax
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+    if isinstance(W, jax.core.Tracer) and not in_stateless_scope():
+        raise ValueError(
+            f'{what} under jax.jit outside Keras training would keep a traced value in its state '
+            '(the same draw every call, then an UnexpectedTracerError): in plain JAX use comhe.jax '
+            "(pure functions, state passed in and out), or call it inside a keras.StatelessScope")
+
+
+def _check_pd(pd, d):
+    if pd > d:
+        raise ValueError(f'pd={pd} is larger than the dimension d={d} of the neurons of this kernel: a '
+                         f'projection must compress; use pd <= {d}, or give that layer plain MHE')
+
+
 def _weight(value):
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise ValueError(f'weight must be a number, got {value!r}')
@@ -80,6 +101,8 @@ class RandomProjection(_StatefulRegularizer):
 
     def term(self, W):
         d, n = W.shape
+        _check_pd(self.pd, d)
+        _refuse_traced_state(W, 'RandomProjection')
         T = projections.num_projections(n, self.pn, self.pnd)
         if T < 1:
             raise ValueError(f'pnd={self.pnd} leaves a layer of {n} neurons without a projection; '
@@ -94,8 +117,8 @@ class _LearnedProjection(_StatefulRegularizer):
 
     def __init__(self, pd=30, iters=1, weight=1.0, seed=None, form='auto', name=None):
         super().__init__(name=name)
-        if form not in ('auto', 'direct', 'gram'):
-            raise ValueError(f"form must be 'auto', 'direct' or 'gram', got {form!r}")
+        if form not in projections.FORMS:
+            raise ValueError(f"form must be one of {', '.join(projections.FORMS)}, got {form!r}")
         self._config = dict(pd=_positive_int('pd', pd), iters=_positive_int('iters', iters, 0),
                             weight=_weight(weight), seed=seed, form=form)
         self.pd, self.iters, self.weight, self.seed, self.form = pd, iters, float(weight), seed, form
@@ -105,6 +128,7 @@ class _LearnedProjection(_StatefulRegularizer):
         d = 1
         for s in tuple(kernel_shape)[:-1]:
             d *= s
+        _check_pd(self.pd, d)
         self.projection = self.add_weight(
             shape=(self.pd, d), initializer=keras.initializers.RandomNormal(0.0, 1.0, seed=self.seed),
             trainable=False, name='projection')
@@ -135,6 +159,7 @@ class _LearnedProjection(_StatefulRegularizer):
         ``keras.StatelessScope``)."""
         self._require_built()
         W = filters_as_matrix(ops.convert_to_tensor(kernel))
+        _refuse_traced_state(W, f'{type(self).__name__}.take_steps')
         lr = ops.cast(learning_rate, self.projection.dtype)
         if self.iters:
             self.projection.assign(projections.descend_projection(

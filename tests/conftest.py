@@ -153,11 +153,15 @@ def train_in_process(variant, *argv):
 # make test runs the files on two workers (pytest-xdist, --dist loadfile, no reordering),
 # each file on one, in collection order: the slowest first (measured, 2-core machine), so
 # that the two workers finish together. Files not listed follow in their usual order.
-SLOWEST_FIRST = ('test_keras_engine.py', 'test_resume.py', 'test_feed.py', 'test_bench.py',
+SLOWEST_FIRST = ('test_keras_engine.py', 'test_resume.py', 'test_feed.py', 'test_wheel.py', 'test_bench.py',
                  'test_keras_comhe.py', 'test_sweep.py', 'test_sweep_cluster.py',
                  'test_train_entry.py', 'test_training_graph.py', 'test_tf1_idiom.py',
                  'test_run_failures.py', 'test_mhe.py', 'test_digits.py',
                  'test_release_fidelity.py')
+
+
+# The library's tests run against the installed wheel (test_wheel.py), not this checkout.
+collect_ignore = ['library']
 
 
 def pytest_collection_modifyitems(items):

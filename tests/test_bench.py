@@ -90,3 +90,17 @@ def test_repeated_runs_aggregate_to_medians_with_their_range(quick):
     assert all(t['met_in_runs'].endswith('of 3') for t in targets)
     table = step_report.markdown({**merged, 'targets': targets})
     assert '| met in runs |' in table and ' (' in table
+
+
+def test_the_torch_step_benchmark_runs(tmp_path):
+    """bench/torch_step.py end to end at one round of one step: a row per configuration,
+    the ratio of 'none' 1, the JSON beside the table."""
+    from conftest import subprocess_env
+    out = subprocess.run([sys.executable, str(ROOT / 'bench' / 'torch_step.py'), '--device', 'cpu',
+                          '--rounds', '1', '--steps', '1', '--out', str(tmp_path / 'torch_step')],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=subprocess_env())
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / 'torch_step.json').read_text())
+    assert set(result['ratio']) == {'none', 'rp', 'ap', 'advp'} and result['ratio']['none'] == 1.0
+    assert all(math.isfinite(ms) and ms > 0 for ms in result['step_ms'].values())
+    assert '| advp |' in (tmp_path / 'torch_step.md').read_text()

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT
 
-PACKAGES = ('common', 'keras_comhe', 'bench', 'experiments', 'examples')
+PACKAGES = ('comhe', 'common', 'keras_comhe', 'bench', 'experiments', 'examples')
 
 
 def module_files():
@@ -92,6 +92,21 @@ def test_imports_flow_one_way():
     graph = {name: imports_of(name, path, files) for name, path in files.items()}
     assert 'common.schedule' in graph['common.config'] and 'common.schedule' in graph['common.training']
     assert cycles(graph) == [], 'modules that import each other (directly or around a loop)'
+
+
+def test_the_library_stands_alone():
+    """The installable library (comhe, keras_comhe) imports nothing of the reproduction,
+    the benchmarks or the tests; its math imports no front."""
+    files = module_files()
+    graph = {name: imports_of(name, path, files) for name, path in files.items()}
+    library = [name for name in graph if name.split('.')[0] in ('comhe', 'keras_comhe')]
+    assert {'comhe.energy', 'comhe.torch', 'comhe.jax', 'keras_comhe.regularizers'} <= set(library)
+    for name in library:
+        outside = {m for m in graph[name] if m.split('.')[0] not in ('comhe', 'keras_comhe')}
+        assert not outside, f'{name} imports {outside}'
+    for name in ('comhe.energy', 'comhe.projections', 'comhe.namespaces'):
+        fronts = {m for m in graph[name] if m in ('comhe.torch', 'comhe.jax') or m.startswith('keras_comhe')}
+        assert not fronts, f'the math ({name}) imports a front: {fronts}'
 
 
 LINK = re.compile(r'\[[^\]]*\]\(([^)\s]+)\)')

@@ -36,6 +36,11 @@ class FlagError(ValueError):
     """A flag value that cannot work; the message names the flag and the allowed values."""
 
 
+class RunBusy(FlagError):
+    """--resume of a run that another train.py is writing: try again once it ends
+    (exit code runstate.BUSY_EXIT, not 2)."""
+
+
 def build_parser(description, variant, variant_defaults):
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -139,7 +144,7 @@ def check_run_folder(flags):
         raise FlagError(f'--resume: run {run.index:02d} in {run_dir} is finished '
                         f'({done} iterations); start a new run without --resume')
     if locks.is_held(run.lock_file):
-        raise FlagError(f'--resume: {runstate.busy_message(run)}')
+        raise RunBusy(f'--resume: {runstate.busy_message(run)}')
     changed = runstate.changed_flags(run, flags)
     if changed:
         raise FlagError('--resume: ' + '; '.join(f'--{k} is {now}, the run used {then}'
@@ -170,7 +175,8 @@ def select_keras_backend(backend):
 
 
 def parse(description, variant, variant_defaults, argv=None):
-    """Parse and check the flags, then select the GPU; exits 2 on a bad flag."""
+    """Parse and check the flags, then select the GPU; exits 2 on a bad flag, 75
+    (runstate.BUSY_EXIT) when --resume finds another train.py writing the run."""
     parser = build_parser(description, variant, variant_defaults)
     flags = parser.parse_args(argv)
     flags.variant = variant   # recorded in the run's flags file, so a run knows its entry point
@@ -178,6 +184,9 @@ def parse(description, variant, variant_defaults, argv=None):
         validate(flags)
         check_run_folder(flags)
         select_keras_backend(flags.keras_backend)
+    except RunBusy as e:
+        from common.runstate import BUSY_EXIT
+        parser.exit(BUSY_EXIT, f'{parser.prog}: error: {e}\n')
     except FlagError as e:
         parser.error(str(e))
     select_gpu(flags.gpu_no)

@@ -21,6 +21,9 @@ from common.schedule import learning_rate
 LOG_EVERY = 100
 RESTART_ADVICE = ('lower --base_lr or check the input data, and start a new run without '
                   '--resume (a resume would replay the same steps)')
+# What a run whose last checkpoint cannot be restored says (either engine).
+CHECKPOINT_ADVICE = ('the run cannot resume from it: put back the checkpoint folder as the run '
+                     'left it, or start a new run without --resume')
 
 
 class NonFiniteLoss(RuntimeError):
@@ -64,8 +67,8 @@ def open_run(flags, run_name):
 def start(flags, run_name, dataset, device_line, run):
     """What every engine does first: say where it trains, load the data, take the run's
     files and lock; then ``run(files, train_x, train_y, test_x, test_y)`` with the lock
-    held -> its exit code. Exit code 2, with the message, for bad data or a run that
-    another train.py is writing."""
+    held -> its exit code. Exit code 2, with the message, for bad data; 75
+    (runstate.BUSY_EXIT) for a run that another train.py is writing."""
     print(device_line, flush=True)
     try:
         arrays = load_dataset(flags, dataset)
@@ -75,7 +78,7 @@ def start(flags, run_name, dataset, device_line, run):
     files, held = open_run(flags, run_name)
     if held is None:
         print(f'error: {runstate.busy_message(files)}', file=sys.stderr)
-        return 2
+        return runstate.BUSY_EXIT
     with held:
         return run(files, *arrays)
 

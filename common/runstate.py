@@ -84,6 +84,9 @@ def latest_run(run_dir):
 
 
 BUSY = 'is being written by another train.py'
+# train.py's exit code when another train.py holds the run (EX_TEMPFAIL of sysexits.h):
+# not a failure of the run, so a sweep waits for that one to end and starts again.
+BUSY_EXIT = 75
 
 
 def busy_message(files):

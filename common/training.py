@@ -13,6 +13,7 @@ background thread: the host adds well under a millisecond to a step.
 """
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import config_pb2
 
 from common import device, loop, pipeline
-from common.loop import RESTART_ADVICE, NonFiniteLoss
+from common.loop import CHECKPOINT_ADVICE, RESTART_ADVICE, NonFiniteLoss
 from common.schedule import learning_rate, scaled_widths
 from common.model import cnn9, comhe_first_term, comhe_score_term
 from common.projections import (LEARNED_COLLECTION, P_OBJECTIVE_COLLECTION, WEIGHT_DECAY,
@@ -184,12 +185,23 @@ def _train_run(flags, run_name, hidden_term, graph_kwargs, files, train_x, train
     with tf.Session(graph=graph, config=session_config()) as sess:
         if flags.resume:
             restored = files.checkpoint_iteration()
-            saver.restore(sess, str(files.checkpoint_dir / f'ckpt-{restored}'))
+            path = files.checkpoint_dir / f'ckpt-{restored}'
+            try:
+                saver.restore(sess, str(path))
+            except (tf.errors.OpError, ValueError) as e:     # missing, truncated, another graph's
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else ''
+                print(f'error: {path} cannot be restored ({type(e).__name__}: {reason}); '
+                      f'{CHECKPOINT_ADVICE}', file=sys.stderr)
+                return 2
+            saved_step = int(sess.run(g.global_step))
+            if saved_step != restored:
+                print(f'error: {path} holds the state after step {saved_step}, not {restored} as its '
+                      f'name and the checkpoint index say; {CHECKPOINT_ADVICE}', file=sys.stderr)
+                return 2
             # So that max_to_keep also counts the checkpoints written before the restart.
             state = tf.train.get_checkpoint_state(str(files.checkpoint_dir))
             saver.recover_last_checkpoints([str(files.checkpoint_dir / Path(p).name)
                                             for p in state.all_model_checkpoint_paths])
-            assert sess.run(g.global_step) == restored, 'checkpoint and its global step disagree'
         else:
             restored = None
             sess.run(init)

@@ -62,9 +62,13 @@ def test_resume_is_refused_while_another_train_py_writes_the_run(tmp_path, holde
     (files.checkpoint_dir / 'checkpoint').write_text('model_checkpoint_path: "ckpt-40"\n')
     runstate.save_flags(files, flags, config.run_name(flags))
     proc = holder_process(files.lock_file)
-    with pytest.raises(config.FlagError, match=rf'--resume: run 00 in .* is being written by another '
-                                               rf'train.py \(pid {proc.pid} on .*\); wait until it ends'):
+    with pytest.raises(config.RunBusy, match=rf'--resume: run 00 in .* is being written by another '
+                                             rf'train.py \(pid {proc.pid} on .*\); wait until it ends'):
         config.check_run_folder(entry_flags(module, '--log_dir', str(tmp_path), '--resume'))
+    # Its own exit code (not 2, a permanent error): a sweep waits and starts it again.
+    with pytest.raises(SystemExit) as exited:
+        config.parse('', module.VARIANT, module.DEFAULTS, ['--log_dir', str(tmp_path), '--resume'])
+    assert exited.value.code == runstate.BUSY_EXIT == 75
     proc.kill()
     proc.wait()
     config.check_run_folder(entry_flags(module, '--log_dir', str(tmp_path), '--resume'))
@@ -89,28 +93,40 @@ def test_a_second_sweep_run_is_refused_while_one_holds_the_sweep_and_not_after_i
         assert held is not None
 
 
-def test_a_sweep_retry_waits_for_the_train_py_of_an_earlier_attempt(tmp_path, holder_process,
-                                                                      monkeypatch):
-    from common.sweep import task
+def test_a_sweep_retry_waits_for_the_train_py_of_an_earlier_attempt_as_long_as_it_runs(
+        tmp_path, holder_process, monkeypatch):
+    """Never beside a live writer, however long it runs (no give-up time), and saying what
+    it waits for: in the run's output and state, and so in `status`."""
+    import threading
+    import time
+    from common.sweep import runstatus, task
     run_dir = tmp_path / 'run'
     files = runstate.new_run(run_dir)
     run_dir.mkdir()
     files.train_log.touch()
 
     class Spec:
-        pass
+        flags = None
     spec = Spec()
     spec.run_dir = run_dir
     output = run_dir / 'sweep_output.txt'
-    assert task.wait_for_previous_writer(spec, output)          # nobody holds it: at once
+    task.wait_for_previous_writer(spec, output)          # nobody holds it: at once
     assert not output.exists()
     proc = holder_process(files.lock_file)
-    monkeypatch.setattr(task, 'STOP_WAIT_S', 0.5)
-    assert not task.wait_for_previous_writer(spec, output)      # still held after STOP_WAIT_S
-    assert f'waiting for the train.py of an earlier attempt to exit (pid {proc.pid} on ' in output.read_text()
+    monkeypatch.setattr(task, 'WAIT_POLL_S', 0.02)
+    waiter = threading.Thread(target=task.wait_for_previous_writer, args=(spec, output, 2))
+    waiter.start()
+    time.sleep(1.0)                                       # 50 polls: more than any give-up bound
+    assert waiter.is_alive()
+    said = f'waiting for another train.py to stop writing run 00 (pid {proc.pid} on '
+    assert said in output.read_text()
+    monkeypatch.setattr(runstatus, 'disk_state', lambda spec: runstatus.DiskState('new', 0))
+    state, detail = runstatus.state_of(spec, driver_alive=True)
+    assert state == 'waiting' and detail.startswith(said)
     proc.kill()
     proc.wait()
-    assert task.wait_for_previous_writer(spec, output)
+    waiter.join(timeout=5)
+    assert not waiter.is_alive()
 
 
 FAKE_TRAIN = '''
@@ -120,16 +136,16 @@ starts = len(list(folder.glob('start_*')))
 (folder / f'start_{starts}').touch()
 if starts < int(sys.argv[2]):    # refused as train.py is when another one holds the run
     print('error: ' + sys.argv[3], flush=True)
-    sys.exit(2)
+    sys.exit(75)
 (folder / 'trained').touch()
 '''
 
 
-@pytest.mark.parametrize('refusals, state', [(2, 'done'), (4, 'failed')])
 def test_a_sweep_start_refused_because_another_train_py_took_the_run_waits_and_goes_on(
-        tmp_path, monkeypatch, refusals, state):
+        tmp_path, monkeypatch):
     # The race: the run's lock free when the task looked, taken (a user's --resume, say)
-    # before its train.py started. Not a failure of the run, up to task.BUSY_RETRIES times.
+    # before its train.py started: exit code 75, not a failure of the run, however often.
+    refusals = 5
     from common.sweep import runstatus, task
     run_dir = tmp_path / 'run'
     files = runstate.new_run(run_dir)
@@ -146,9 +162,24 @@ def test_a_sweep_start_refused_because_another_train_py_took_the_run_waits_and_g
         'done' if (tmp_path / 'trained').exists() else 'new', 0))
     monkeypatch.setattr(task, 'POLL_S', 0.01)
     result = task.run_to_completion(spec, retries=0, gpus_per_run=0, restore_env={})
-    assert result['state'] == state, result
-    assert len(list(tmp_path.glob('start_*'))) == min(refusals, task.BUSY_RETRIES) + 1
-    if state == 'failed':
-        assert runstate.BUSY in result['message']
-    else:       # the refused starts are not attempts: a retry budget of 0 was enough
-        assert result['attempts'] == 1
+    assert result['state'] == 'done', result
+    assert len(list(tmp_path.glob('start_*'))) == refusals + 1
+    assert result['attempts'] == 1    # the refused starts are not attempts: a budget of 0 was enough
+
+
+def test_a_new_run_racing_for_the_same_log_index_exits_busy(tmp_path, holder_process, capsys):
+    """Two train.py starting together take the same new log index: the second finds its
+    lock held and exits 75 (runstate.BUSY_EXIT), which a sweep waits on, before writing."""
+    import numpy as np
+    from common import loop
+    module = load_entry_point('random_projection')
+    flags = entry_flags(module, '--log_dir', str(tmp_path))
+    run_dir = tmp_path / config.run_name(flags)
+    run_dir.mkdir()
+    proc = holder_process(runstate.new_run(run_dir).lock_file)
+    images = np.zeros((2, 32, 32, 3), np.uint8)
+    ran = []
+    code = loop.start(flags, config.run_name(flags), (images, [0, 1], images, [0, 1]), 'device: CPU',
+                      lambda *args: ran.append(args) or 0)
+    assert code == runstate.BUSY_EXIT and ran == []
+    assert f'is being written by another train.py (pid {proc.pid} on ' in capsys.readouterr().err

@@ -139,3 +139,31 @@ def test_unwritable_log_folder_fails_up_front(tmp_path):
     assert out.returncode == 2
     assert '--log_dir' in out.stderr and 'is a file, not a folder' in out.stderr
     assert blocker.read_text() == 'not a folder'
+
+
+def test_a_tf1_checkpoint_that_is_not_the_runs_state_at_its_iteration_is_refused(cifar_fixture, tmp_path,
+                                                                               capsys):
+    """As the Keras engine's (test_keras_engine.py): a checkpoint cut short or holding another
+    step than its name says stops the resume with exit code 2 and the fix, not a traceback."""
+    import shutil
+    args = [*cifar_fixture, '--width', '0.125', '--batch_size', '8', '--eval_every', '100', '--pn', '2',
+            '--log_dir', str(tmp_path), '--max_iters', '6', '--ckpt_every', '3']
+    assert train_in_process('random_projection', *args) == 0
+    folder = tmp_path / 'pd40_pn2' / 'checkpoints_00'
+    data = {p.name.replace('ckpt-6', 'ckpt-3'): p.read_bytes() for p in folder.glob('ckpt-6.*')}
+    for p in folder.glob('ckpt-*'):
+        p.unlink()
+    (folder / 'checkpoint').write_text('model_checkpoint_path: "ckpt-3"\n'
+                                       'all_model_checkpoint_paths: "ckpt-3"\n')
+    for name, content in data.items():       # step 6's state under the name of step 3
+        (folder / name).write_bytes(content)
+    capsys.readouterr()
+    assert train_in_process('random_projection', *args, '--resume') == 2
+    err = capsys.readouterr().err
+    assert 'ckpt-3 holds the state after step 6, not 3' in err and 'the run cannot resume from it' in err
+    (data_file,) = folder.glob('ckpt-3.data-*')
+    data_file.write_bytes(data_file.read_bytes()[:100])   # cut short, as by a full disk
+    assert train_in_process('random_projection', *args, '--resume') == 2
+    err = capsys.readouterr().err
+    assert 'ckpt-3 cannot be restored (' in err and 'start a new run without --resume' in err
+    shutil.rmtree(folder)

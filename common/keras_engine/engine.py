@@ -202,8 +202,7 @@ def _train_run(flags, run_name, terms, on_gpu, files, train_x, train_y, test_x, 
         try:
             state = load_checkpoint(files.checkpoint_dir, restored, state)
         except CheckpointError as e:
-            print(f'error: {e}; the run cannot resume from it: put back the checkpoint folder '
-                  f'as the run left it, or start a new run without --resume', file=sys.stderr)
+            print(f'error: {e}; {loop.CHECKPOINT_ADVICE}', file=sys.stderr)
             return 2
     start = loop.begin(flags, files, run_name, restored, record={'backend': keras.backend.backend()})
     train_step = steps.compiled(steps.make_train_step(model, terms, flags.random_seed, n_class))

@@ -6,14 +6,14 @@ running run's iteration and ETA. On a terminal the block is redrawn in place; ot
 import sys
 import time
 
-STATES = ('pending', 'running', 'done', 'failed', 'stopped')
+STATES = ('pending', 'running', 'waiting', 'done', 'failed', 'stopped')
 
 
 def counts_line(rows):
     counts = {s: 0 for s in STATES}
     for _, state, _ in rows:
         counts[state if state in counts else 'pending'] += 1
-    shown = [f'{counts[s]} {s}' for s in STATES if s != 'stopped' or counts[s]]
+    shown = [f'{counts[s]} {s}' for s in STATES if s not in ('stopped', 'waiting') or counts[s]]
     return f'{len(rows)} runs: ' + ', '.join(shown)
 
 
@@ -46,7 +46,7 @@ class Display:
     def _redraw(self, rows):
         lines = [counts_line(rows)]
         lines += [f'  {_line(run_id, state, detail)}' for run_id, state, detail in rows
-                  if state in ('running', 'failed', 'stopped')]
+                  if state in ('running', 'waiting', 'failed', 'stopped')]
         width = _terminal_width()
         text = ''.join(f'\x1b[2K{line[:width - 1]}\n' for line in lines)
         up = f'\x1b[{self._drawn}F' if self._drawn else ''

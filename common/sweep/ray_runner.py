@@ -90,7 +90,7 @@ def rows_of(specs, finished):
             rows.append((spec.run_id, result['state'], result['message']))
             continue
         state, detail = runstatus.state_of(spec, driver_alive=True)
-        if state not in ('running', 'done'):
+        if state not in ('running', 'waiting', 'done'):
             state, detail = 'pending', ''
         rows.append((spec.run_id, state, detail))
     return rows

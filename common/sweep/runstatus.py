@@ -71,11 +71,11 @@ def write_state(run_dir, **record):
 
 
 def mark_queued(run_dir):
-    """Queued by a new `sweep run`. A record still 'running' or 'retrying' (its attempt was
+    """Queued by a new `sweep run`. A record still 'running', 'retrying' or 'waiting' (its attempt was
     lost with the worker, node or driver) is kept as 'interrupted', so the task knows; a
     record already queued by a `sweep run` that died too keeps what it kept."""
     record = read_state(run_dir)
-    if record.get('state') in ('running', 'retrying'):
+    if record.get('state') in ('running', 'retrying', 'waiting'):
         write_state(run_dir, state='queued', interrupted=record)
     else:
         write_state(run_dir, state='queued', **{k: record[k] for k in
@@ -122,7 +122,7 @@ def progress(run_dir):
 
 def state_of(spec, driver_alive=False):
     """(state, detail) for `status` and the progress display:
-    done | running | failed | stopped | unfinished | pending."""
+    done | running | waiting | failed | stopped | unfinished | pending."""
     disk = disk_state(spec)
     if disk.kind == 'done':
         return 'done', f'{disk.iteration} iterations (log index {disk.index:02d})'
@@ -134,6 +134,8 @@ def state_of(spec, driver_alive=False):
         if it is None:
             return 'running', f'starting {where}'
         return 'running', f'iteration {it}/{spec.flags.max_iters}, ETA {eta or "?"} {where}'
+    if state == 'waiting' and driver_alive:
+        return 'waiting', record.get('message', '')
     if state == 'failed':
         return 'failed', record.get('message', '')
     if disk.kind == 'unfinished':

@@ -6,8 +6,9 @@ the run folder's sweep_output.txt. Then, by train.py's exit code:
 
     0                 done
     2                 a bad flag, missing data, ...: a retry cannot fix it; failed, with
-                      train.py's message (the other runs go on). But 2 because another
-                      train.py took the run's lock after the wait below: wait again
+                      train.py's message (the other runs go on)
+    75                another train.py took the run's lock after the wait below (a user's
+                      --resume, say): not an attempt; wait for it as below, then start again
     1 + non-finite    a non-finite loss: a resume would replay it; failed
     130, 143          stopped by SIGINT/SIGTERM after writing its checkpoint (Ctrl-C on
                       the sweep); the next `sweep run` resumes it
@@ -20,8 +21,10 @@ lost, the sweep's driver killed), Ray ends train.py with it, or else the kernel 
 train.py SIGTERM (PR_SET_PDEATHSIG) and it checkpoints and exits. A task Ray reruns
 (max_retries), on any node, or a new `sweep run` starts, first waits
 until no train.py holds the run's lock (common.locks: a train.py still checkpointing
-after its worker died, on this machine or another), so that it never writes beside
-one, then resumes from the shared run folder.
+after its worker died, on this machine or another, or one started by hand), for as long
+as that one runs, so that it never writes beside one (the run's state says what it waits
+for); then it resumes from the shared run folder. The kernel releases the lock however
+its holder ends, so the wait ends with it.
 
 The run's sweep_state.json records each attempt (host, Ray node, pid, the command), the
 iteration it resumed from and why the attempt before it ended, for the sweep's display
@@ -44,8 +47,8 @@ STOPPED_EXITS = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 # train.py's message for a non-finite loss or weights (common.loop.RESTART_ADVICE).
 NON_FINITE = 'start a new run without --resume'
 STOP_WAIT_S = 600
-BUSY_RETRIES = 3   # starts refused because another train.py took the run meanwhile
 POLL_S = 0.2
+WAIT_POLL_S = 1.0   # how often a run waiting for another train.py looks at its lock
 _ERROR_LINE = re.compile(r'(^|: )error: ')
 
 
@@ -161,16 +164,22 @@ def run_once(spec, argv, env, attempt, output_path, history):
             raise
 
 
-def wait_for_previous_writer(spec, output_path):
-    """Until no train.py holds the lock of the run's newest log index (an earlier
-    attempt still checkpointing after its worker died); False after STOP_WAIT_S."""
+def wait_for_previous_writer(spec, output_path, attempt=0, history=()):
+    """Until no train.py holds the lock of the run's newest log index (an earlier attempt
+    still checkpointing after its worker died, or a train.py started by hand): however
+    long that one runs, never beside it. While it waits, the run's state is 'waiting',
+    naming the holder (for `status` and the display), and its output says so."""
     files = runstate.latest_run(spec.run_dir)
     if files is None or not locks.is_held(files.lock_file):
-        return True
+        return
+    message = (f'waiting for another train.py to stop writing run {files.index:02d} '
+               f'({locks.holder(files.lock_file)}): an earlier attempt still checkpointing, '
+               'or a run started by hand')
     with open(output_path, 'a') as out:
-        out.write(f'### waiting for the train.py of an earlier attempt to exit '
-                  f'({locks.holder(files.lock_file)})\n')
-    return locks.wait_until_free(files.lock_file, STOP_WAIT_S)
+        out.write(f'### {message}\n')
+    runstatus.write_state(spec.run_dir, state='waiting', attempt=attempt, message=message, **dict(history))
+    while not locks.wait_until_free(files.lock_file, WAIT_POLL_S * 10, poll=WAIT_POLL_S):
+        pass
 
 
 def run_to_completion(spec, retries, gpus_per_run, restore_env):
@@ -184,20 +193,18 @@ def run_to_completion(spec, retries, gpus_per_run, restore_env):
     # (SIGKILL) with the run under way. Either way the attempts go on counting.
     lost, record = ('its sweep driver died', record['interrupted']) if 'interrupted' in record \
         else ('its Ray worker or node was lost', record)
-    attempt, busy, history = 0, 0, {}
+    attempt, history = 0, {}
     if record.get('state') == 'running':
         attempt = record.get('attempt', 0)
         on = record.get('host', '?') + (f" (node {record['node']})" if record.get('node') else '')
         history['last_failure'] = f'attempt {attempt} on {on}: {lost}'
-    elif record.get('state') == 'retrying':   # lost between a failed attempt and the next
+    elif record.get('state') in ('retrying', 'waiting'):   # lost between two attempts
         attempt = record.get('attempt', 0)
         history['last_failure'] = record.get('last_failure', '')
     elif record.get('last_failure'):
         history['last_failure'] = record['last_failure']
     while True:
-        if not wait_for_previous_writer(spec, output_path):
-            return _finish(spec, 'failed', f'the train.py of an earlier attempt still held the run '
-                           f'after {STOP_WAIT_S} s', attempt, history)
+        wait_for_previous_writer(spec, output_path, attempt, history)
         disk = runstatus.disk_state(spec)
         if disk.kind == 'done':
             return _finish(spec, 'done', f'{disk.iteration} iterations', attempt, history)
@@ -212,15 +219,14 @@ def run_to_completion(spec, retries, gpus_per_run, restore_env):
                 return _finish(spec, 'failed', 'train.py exited 0 but its last checkpoint is not '
                                f'at --max_iters {spec.flags.max_iters}', attempt, history)
             continue
+        if code == runstate.BUSY_EXIT:
+            # Another train.py took the lock between the wait and this start: not a
+            # failure of this run, nor an attempt; wait for that one to exit, then go on.
+            attempt -= 1
+            continue
         message = failure_message(output_path, start)
         if code in STOPPED_EXITS:
             return _finish(spec, 'stopped', f'exit code {code}: {message}', attempt, history)
-        if code == PERMANENT_EXIT and runstate.BUSY in message and busy < BUSY_RETRIES:
-            # Another train.py took the lock between the wait and this start: not a
-            # failure of this run, nor an attempt; wait for that one to exit, then go on.
-            busy += 1
-            attempt -= 1
-            continue
         if code == PERMANENT_EXIT or (code == 1 and NON_FINITE in message):
             return _finish(spec, 'failed', f'exit code {code}: {message}', attempt, history)
         history['last_failure'] = f'attempt {attempt} on {runstatus.this_host()}: {exit_reason(code)}'

@@ -21,7 +21,8 @@ import time
 import pytest
 
 from conftest import ROOT, train_in_process
-from sweep_helpers import assert_only_loopback, guarded_env, log_texts, sweep_cmd, toml_value
+from sweep_helpers import (assert_only_loopback, guarded_env, log_texts, loopback_only_network, sweep_cmd,
+                           toml_value)
 
 QUICK = dict(width=0.125, batch_size=16, base_lr=0.01, bn_zero_debias=True, max_iters=120,
              eval_every=40, ckpt_every=20)
@@ -59,6 +60,12 @@ def hand_argv(fixture_flags, flags, seed, log_dir):
 
 def run_folder(logs, entry, configuration, seed):
     return logs / 'tiny' / f'seed{seed}' / entry / configuration
+
+
+@pytest.fixture(scope='module', autouse=True)
+def isolated():
+    """This module's Ray (started by its sweeps) sees loopback only (sweep_helpers)."""
+    return loopback_only_network()
 
 
 @pytest.fixture(scope='module')

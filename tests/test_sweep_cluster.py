@@ -22,7 +22,8 @@ import time
 import pytest
 
 from conftest import ROOT, train_in_process
-from sweep_helpers import assert_only_loopback, guarded_env, log_texts, sweep_cmd, toml_value
+from sweep_helpers import (assert_only_loopback, guarded_env, log_texts, loopback_only_network, sweep_cmd,
+                           toml_value)
 
 QUICK = dict(width=0.125, batch_size=16, base_lr=0.01, bn_zero_debias=True, max_iters=120,
              eval_every=40, ckpt_every=20)
@@ -87,17 +88,27 @@ def alive(pid):
         return False
 
 
+@pytest.fixture(scope='module', autouse=True)
+def isolated():
+    """The cluster, the drivers and their runs see loopback only (sweep_helpers)."""
+    return loopback_only_network()
+
+
 @pytest.fixture(scope='module')
 def faults(cifar_fixture, tmp_path_factory):
     base = tmp_path_factory.mktemp('cluster')
+    # The driver joins at 127.0.0.1:PORT with no variable of Ray's set: `sweep run` puts
+    # itself on loopback for a loopback address (without that, Ray took this machine's
+    # interface address for 127.0.0.1 and retried for ever).
     env, net_log = guarded_env(base)
-    env.update(CLUSTER_ENV)
+    env = {key: value for key, value in env.items() if key not in CLUSTER_ENV}
+    cluster_env = dict(env, **CLUSTER_ENV)
     sweep = write_sweep(base / 'cluster.toml', cifar_fixture)
     logs = base / 'logs'
     runs = {seed: logs / 'cluster' / f'seed{seed}' / ENTRY / CONFIGURATION for seed in SEEDS}
     first = runs[SEEDS[0]]
     cluster = subprocess.Popen([sys.executable, str(ROOT / 'tests' / 'scripts' / 'ray_cluster.py'), '3'],
-                               cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                               cwd=ROOT, env=cluster_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     seen = {}
     try:
         info = json.loads(cluster.stdout.readline())
@@ -197,3 +208,65 @@ def test_status_shows_attempts_and_the_last_failure(faults):
 
 def test_nothing_but_loopback_was_contacted_on_the_cluster(faults):
     assert_only_loopback(faults['net_log'], train_processes=4)
+
+
+def test_an_unreachable_cluster_stops_the_sweep_within_the_bound(tmp_path):
+    """`sweep run --address` of a closed port stops at once, of a port that answers but is no
+    Ray head after --connect-timeout: exit code 2, the address, what was tried and the fixes,
+    nothing started (Ray alone would retry for ever)."""
+    import socket
+    import threading
+    sweep = tmp_path / 's.toml'
+    sweep.write_text('name = "s"\nseeds = [1]\n[[run]]\nentry = "mhe"\n')
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        closed = probe.getsockname()[1]
+    start = time.monotonic()
+    out = sweep_cmd('run', sweep, '--log_dir', tmp_path / 'logs', '--address', f'127.0.0.1:{closed}',
+                    '--connect-timeout', '5', timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert f'error: cannot reach the Ray cluster at 127.0.0.1:{closed}: a TCP connection' in out.stderr
+    assert 'the head is not started' in out.stderr and time.monotonic() - start < 30
+    silent = socket.socket()
+    silent.bind(('127.0.0.1', 0))
+    silent.listen(64)
+    accepted = []
+    threading.Thread(target=lambda: [accepted.append(silent.accept()) for _ in range(64)], daemon=True).start()
+    try:
+        start = time.monotonic()
+        out = sweep_cmd('run', sweep, '--log_dir', tmp_path / 'logs', '--address',
+                        f'127.0.0.1:{silent.getsockname()[1]}', '--connect-timeout', '3', timeout=120)
+        took = time.monotonic() - start
+    finally:
+        silent.close()
+    assert out.returncode == 2, out.stderr
+    assert 'joining it (ray.init) did not finish within 3 s' in out.stderr and 3 <= took < 30, (took, out.stderr)
+    assert not list((tmp_path / 'logs' / 's').glob('seed*'))      # no run was started
+
+
+def test_a_loopback_address_joins_on_loopback_and_another_as_ray_would(monkeypatch):
+    """127.0.0.1:PORT: the driver's node address is loopback, and Ray's reading of
+    127.0.0.1 as this machine's network address is off, with no variable set by the user;
+    any other address joins as Ray would. (ray.init and the port probe stubbed: nothing is
+    contacted.)"""
+    import ray
+    import ray._private.ray_constants as ray_constants
+    from common.sweep import ray_runner
+    calls = {}
+    monkeypatch.setattr(ray, 'init', lambda **kwargs: calls.update(kwargs))
+    monkeypatch.setattr(ray_runner, '_probe', lambda *args: None)
+    for key in ray_runner.LOCAL_GUARD_ENV:
+        monkeypatch.delenv(key, raising=False)        # put back as it was afterwards
+    monkeypatch.setattr(ray_constants, 'ENABLE_RAY_CLUSTER', True)
+    ray_runner.start_ray('127.0.0.1:6379', connect_timeout=5)
+    assert calls['address'] == '127.0.0.1:6379' and calls['_node_ip_address'] == '127.0.0.1'
+    assert ray_constants.ENABLE_RAY_CLUSTER is False and os.environ['RAY_USAGE_STATS_ENABLED'] == '0'
+    calls.clear()
+    for key in ray_runner.LOCAL_GUARD_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(ray_constants, 'ENABLE_RAY_CLUSTER', True)
+    ray_runner.start_ray('head.invalid:6379', connect_timeout=5)
+    assert calls['address'] == 'head.invalid:6379' and '_node_ip_address' not in calls
+    assert ray_constants.ENABLE_RAY_CLUSTER is True and 'RAY_USAGE_STATS_ENABLED' not in os.environ
+    assert ray_runner.host_and_port('ray://[::1]:10001') == ('::1', 10001)
+    assert ray_runner.host_and_port('auto') is None

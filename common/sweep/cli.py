@@ -44,6 +44,9 @@ def build_parser():
     r.add_argument('--address', help='join this Ray cluster (e.g. HEAD:6379, or auto) instead of '
                                      'starting a local Ray; the repository and --log_dir must be '
                                      'at the same path on every machine')
+    r.add_argument('--connect-timeout', dest='connect_timeout', type=float, default=None,
+                   help='with --address: seconds to reach the cluster before stopping with exit '
+                        'code 2 (default 30)')
     r.add_argument('--gpus-per-run', dest='gpus_per_run', type=float, default=None,
                    help='GPUs per run; a fraction packs runs on a GPU (0.25: four per GPU). '
                         'Default 1 where Ray has GPUs, else 0 (the CPU)')
@@ -95,11 +98,19 @@ def main(argv=None):
         return 2
     sweep.options = same_options(args)
     if args.command == 'run':
-        from common.sweep.ray_runner import run_sweep
+        from common.sweep.ray_runner import ClusterUnreachable, run_sweep
         try:
+            from common.sweep.ray_runner import CONNECT_TIMEOUT_S
+            timeout = CONNECT_TIMEOUT_S if args.connect_timeout is None else args.connect_timeout
+            if timeout <= 0:
+                print(f'error: --connect-timeout must be positive, got {timeout:g}', file=sys.stderr)
+                return 2
             return run_sweep(sweep, address=args.address, gpus_per_run=args.gpus_per_run,
                              cpus_per_run=args.cpus_per_run, num_cpus=args.num_cpus,
-                             num_gpus=args.num_gpus)
+                             num_gpus=args.num_gpus, connect_timeout=timeout)
+        except ClusterUnreachable as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 2
         except KeyboardInterrupt:   # before the runs started (Ray starting): nothing to save
             print('interrupted before the runs started; nothing to save', file=sys.stderr)
             return 130

@@ -6,7 +6,10 @@ and a proxy on a closed loopback port for the cloud-metadata probes Ray's helper
 process makes with `requests`), so nothing leaves the machine. With ``address``,
 the sweep joins an existing cluster (`ray start --head` on one machine, `ray start
 --address HEAD:6379` on the others); the repository and the log folder must then be
-at the same path on every machine (a shared filesystem).
+at the same path on every machine (a shared filesystem). A cluster that cannot be
+reached within ``connect_timeout`` seconds stops the sweep with exit code 2 and what
+was tried (Ray itself would retry for ever). A loopback address (127.0.0.1:PORT,
+localhost:PORT: every node on this machine) joins on loopback, with the local guards.
 
 Each run is one task needing ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs
 (fractions pack several runs on one GPU); Ray reruns a task whose worker or machine
@@ -14,9 +17,12 @@ died (``max_retries``), and the task resumes from the run folder. Ctrl-C cancels
 tasks: each sends its train.py SIGTERM, which writes a checkpoint; a second Ctrl-C
 stops waiting for them.
 """
+import ipaddress
 import logging
 import os
+import socket
 import sys
+import threading
 import time
 
 from common import REPO_ROOT, locks
@@ -36,15 +42,52 @@ LOCAL_GUARD_ENV = {
 }
 # Ray sets it for its workers; train.py gets the user's value (or none), as by hand.
 RAY_SET_ENV = ('OMP_NUM_THREADS',)
+CONNECT_TIMEOUT_S = 30.0   # --connect-timeout's default
+CONNECT_FIXES = ('the usual causes: the head is not started (`ray start --head --port PORT` on it), '
+                 'a wrong host or port (the head prints the address to join), or a firewall between '
+                 'this machine and the head; a cluster whose nodes all run on this machine is joined '
+                 'at 127.0.0.1:PORT. --connect-timeout sets how long to try')
 
 
-def start_ray(address=None, num_cpus=None, num_gpus=None):
-    """Start a local Ray (address None) or join a cluster; returns the env to restore in train.py."""
+class ClusterUnreachable(RuntimeError):
+    """The Ray cluster of --address did not answer; the message says what was tried."""
+
+
+def host_and_port(address):
+    """(host, port) of HOST:PORT or ray://HOST:PORT, or None (``auto``, no port)."""
+    rest = address.split('://', 1)[-1]
+    host, _, port = rest.rpartition(':')
+    if not host or not port.isdigit():
+        return None
+    return host.strip('[]'), int(port)
+
+
+def is_loopback(host):
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def start_ray(address=None, num_cpus=None, num_gpus=None, connect_timeout=CONNECT_TIMEOUT_S):
+    """Start a local Ray (address None) or join a cluster; returns the env to restore in
+    train.py. Raises ClusterUnreachable when the cluster does not answer in time."""
     restore = {key: os.environ.get(key) for key in RAY_SET_ENV}
-    if address is None:
+    target = host_and_port(address) if address is not None else None
+    on_loopback = address is None or (target is not None and is_loopback(target[0]))
+    if on_loopback:
         restore.update({key: os.environ.get(key) for key in LOCAL_GUARD_ENV})
         os.environ.update(LOCAL_GUARD_ENV)
+    if target is not None:
+        _probe(address, *target, connect_timeout)
     import ray
+    if on_loopback:
+        # Read once when Ray is imported: a Ray imported before this (in a test, say) would
+        # otherwise take this machine's interface address for 127.0.0.1.
+        import ray._private.ray_constants as ray_constants
+        ray_constants.ENABLE_RAY_CLUSTER = False
     # The workers import common.sweep.task from this repository (same path on every machine).
     paths = [str(REPO_ROOT)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
     runtime_env = {'env_vars': {'PYTHONPATH': os.pathsep.join(paths)}}
@@ -52,10 +95,43 @@ def start_ray(address=None, num_cpus=None, num_gpus=None):
         ray.init(address='local', num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                  _node_ip_address=LOOPBACK, log_to_driver=False, logging_level=logging.WARNING,
                  runtime_env=runtime_env)
-    else:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
-                 runtime_env=runtime_env)
+        return restore
+    kwargs = dict(_node_ip_address=LOOPBACK) if on_loopback else {}
+    _join(address, connect_timeout, log_to_driver=False, logging_level=logging.WARNING,
+          runtime_env=runtime_env, **kwargs)
     return restore
+
+
+def _probe(address, host, port, timeout):
+    """A TCP connection to the head: a closed port or an unknown host fails at once."""
+    try:
+        socket.create_connection((host, port), timeout=min(timeout, 10.0)).close()
+    except OSError as e:
+        raise ClusterUnreachable(f'cannot reach the Ray cluster at {address}: a TCP connection to '
+                                 f'{host}:{port} failed ({e}); {CONNECT_FIXES}') from None
+
+
+def _join(address, timeout, **kwargs):
+    """ray.init(address), given ``timeout`` seconds: Ray retries for ever, and a ray.init
+    under way cannot be stopped, so a watchdog ends the process (exit code 2, with what
+    was tried) if it has not joined by then."""
+    import ray
+
+    def give_up():
+        print(f'error: cannot reach the Ray cluster at {address}: its port answers, but joining it '
+              f'(ray.init) did not finish within {timeout:g} s; {CONNECT_FIXES}', file=sys.stderr,
+              flush=True)
+        sys.stdout.flush()
+        os._exit(2)
+    watchdog = threading.Timer(timeout, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as e:   # noqa: BLE001 (any failure to join, reported with the address)
+        raise ClusterUnreachable(f'cannot join the Ray cluster at {address}: {e}; {CONNECT_FIXES}') from e
+    finally:
+        watchdog.cancel()
 
 
 # Held by `sweep run` while it runs (common.locks): a second `sweep run` of the same
@@ -97,7 +173,7 @@ def rows_of(specs, finished):
 
 
 def run_sweep(sweep, address=None, gpus_per_run=None, cpus_per_run=1.0, num_cpus=None,
-              num_gpus=None, display=None):
+              num_gpus=None, display=None, connect_timeout=CONNECT_TIMEOUT_S):
     """Run every run of ``sweep`` that is not done; returns the exit code
     (0 all done, 1 some failed, 130 stopped by Ctrl-C)."""
     display = display or Display()
@@ -115,14 +191,14 @@ def run_sweep(sweep, address=None, gpus_per_run=None, cpus_per_run=1.0, num_cpus
         return 2
     with held:
         return _run_locked(sweep, todo, done_before, address, gpus_per_run, cpus_per_run,
-                           num_cpus, num_gpus, display)
+                           num_cpus, num_gpus, display, connect_timeout)
 
 
 def _run_locked(sweep, todo, done_before, address, gpus_per_run, cpus_per_run, num_cpus,
-                num_gpus, display):
+                num_gpus, display, connect_timeout):
     display.message(f'{sweep.path}: {len(todo)} of {len(sweep.runs)} runs to run '
                     f'({done_before} done before), in {sweep.folder}')
-    restore = start_ray(address, num_cpus, num_gpus)
+    restore = start_ray(address, num_cpus, num_gpus, connect_timeout)
     import ray
     try:
         resources = ray.cluster_resources()

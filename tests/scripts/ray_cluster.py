@@ -11,9 +11,15 @@ the cluster's address and each worker's node id. Commands on stdin, one per line
     quit        shut the cluster down and exit
 """
 import json
+import os
 import sys
 
-from ray.cluster_utils import Cluster
+# Set before Ray is imported: every node's address from loopback (Ray would otherwise
+# take this machine's network address), and no usage statistics sent.
+os.environ.setdefault('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER', '0')
+os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
+
+from ray.cluster_utils import Cluster  # noqa: E402
 
 LOOPBACK = '127.0.0.1'
 NODE = dict(node_ip_address=LOOPBACK, include_dashboard=False, object_store_memory=80 * 1024 ** 2)

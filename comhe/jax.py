@@ -54,9 +54,7 @@ def hyperspherical_energy(W, power='2', half_space=False):
 
 def _check_counts(W, pd, pn, pnd):
     _projections.check_projection(W, pd)
-    for name, value, minimum in (('pn', pn, 1), ('pnd', pnd, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
+    pn, pnd = _projections.static_int('pn', pn), _projections.static_int('pnd', pnd, 0)
     n = W.shape[-1]
     if num_projections(n, pn, pnd) < 1:
         raise ValueError(f'pnd={pnd} leaves a layer of {n} neurons without a projection; use pnd <= {n}')
@@ -67,6 +65,7 @@ def random_projection_term(key, W, pd=40, pn=20, pnd=0):
     ``N // pnd`` when ``pnd > 0``) of the half-space energy of ``P_t W``."""
     W = _float(W)
     _check_counts(W, pd, pn, pnd)
+    pd, pn, pnd = int(pd), int(pn), int(pnd)
     T = num_projections(W.shape[-1], pn, pnd)
     draws = jax.random.normal(key, (T, pd, W.shape[0]), W.dtype)
     return _projections.random_projection_term(W, draws)
@@ -76,7 +75,7 @@ def init_projection(key, W, pd):
     """A learned ``P [pd, d]`` for ``W [d, N]``: N(0, 1), as the release."""
     W = _float(W)
     _projections.check_projection(W, pd)
-    return jax.random.normal(key, (pd, W.shape[0]), W.dtype)
+    return jax.random.normal(key, (int(pd), W.shape[0]), W.dtype)
 
 
 def lookahead(variant, W, P, lr, lookahead_decay=False):
@@ -102,30 +101,41 @@ def projection_step(variant, P, W, lr, iters, form='auto'):
 
 # ------------------------------------------------------------ over a pytree of kernels
 
-def _matrices(kernels, neuron_axis):
-    leaves, treedef = jax.tree_util.tree_flatten(kernels)
-    if not leaves:
+def _matrices(kernels, neuron_axis, check=None):
+    """([W [d, N] of each kernel], the treedef); an error names the kernel's path."""
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(kernels)
+    if not with_paths:
         raise ValueError('no kernel given: kernels is an empty pytree')
-    return [neurons(k, neuron_axis) for k in leaves], treedef
+    Ws = []
+    for path, kernel in with_paths:
+        try:
+            W = neurons(kernel, neuron_axis)
+            if check is not None:
+                check(W)
+        except (ValueError, TypeError) as e:
+            where = jax.tree_util.keystr(path) or 'the kernel'
+            raise type(e)(f'kernels{where if where.startswith("[") else " " + where}: {e}') from None
+        Ws.append(W)
+    return Ws, treedef
 
 
 def mhe_loss(kernels, power='2', half_space=False, neuron_axis=-1):
     """The sum over the kernels of their energies (MHE)."""
-    Ws, _ = _matrices(kernels, neuron_axis)
+    Ws, _ = _matrices(kernels, neuron_axis, lambda W: _energy.check_weight_matrix(W, power))
     return sum(hyperspherical_energy(W, power, half_space) for W in Ws)
 
 
 def random_projection_loss(key, kernels, pd=40, pn=20, pnd=0, neuron_axis=-1):
     """The sum over the kernels of their RP terms, each kernel's draws from its own
     split of ``key``: pass a new key each step."""
-    Ws, _ = _matrices(kernels, neuron_axis)
+    Ws, _ = _matrices(kernels, neuron_axis, lambda W: _check_counts(W, pd, pn, pnd))
     keys = jax.random.split(key, len(Ws))
     return sum(random_projection_term(k, W, pd, pn, pnd) for k, W in zip(keys, Ws))
 
 
 def init_projections(key, kernels, pd, neuron_axis=-1):
     """A pytree shaped as ``kernels`` with each kernel's ``P [pd, d]``."""
-    Ws, treedef = _matrices(kernels, neuron_axis)
+    Ws, treedef = _matrices(kernels, neuron_axis, lambda W: _projections.check_projection(W, pd))
     keys = jax.random.split(key, len(Ws))
     return jax.tree_util.tree_unflatten(treedef, [init_projection(k, W, pd) for k, W in zip(keys, Ws)])
 

@@ -16,6 +16,8 @@ The gradients inside the look-aheads and the P steps are written out
 (``comhe.energy.energy_gradient`` / ``cosine_vjp``), so each is an ordinary
 expression the library differentiates into W for the main loss.
 """
+import operator
+
 from comhe.energy import (check_weight_matrix, cosine_vjp, energy_gradient, hyperspherical_energy,
                          pairwise_cosine)
 from comhe.namespaces import namespace_of
@@ -32,12 +34,24 @@ def num_projections(n_neurons, pn, pnd):
     return n_neurons // pnd if pnd > 0 else pn
 
 
+def static_int(name, value, minimum=1):
+    """``value`` as a Python int >= ``minimum`` (NumPy integers too), or a ValueError that says
+    it must be static (a shape: under ``jax.jit`` a Python int, not a traced argument)."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < minimum:
+        raise ValueError(f'{name} must be an integer >= {minimum} (a Python int, static under jax.jit: '
+                         f'it sets a shape), got {value!r}')
+    return number
+
+
 def check_projection(W, pd, what='W'):
     """A layer ``W [d, N]`` that a ``pd``-dimensional projection can compress."""
     check_weight_matrix(W)
     d = W.shape[-2]
-    if not isinstance(pd, int) or isinstance(pd, bool) or pd < 1:
-        raise ValueError(f'pd must be an integer >= 1, got {pd!r}')
+    pd = static_int('pd', pd)
     if pd > d:
         raise ValueError(f'pd={pd} is larger than the dimension d={d} of the neurons of {what} '
                          f'{tuple(W.shape)}: a projection must compress; use pd <= {d}, or leave '

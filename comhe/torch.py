@@ -27,7 +27,9 @@ take ``W [d, N]`` (``neurons(weight, layout)`` makes it).
 NaN weights give a NaN term (never a finite number): check the loss, as for any
 NaN in training.
 """
+import operator
 import re
+import warnings
 
 import numpy as np
 import torch
@@ -125,9 +127,11 @@ class _Layer:
         return neurons(self.weight, self.layout)
 
 
-def _find_layers(model, layers, neuron_axes):
-    """The ``_Layer``s of ``model``: every Linear/Conv/ConvTranspose by default, or those
-    named (module names or objects), plus the parameters of ``neuron_axes``."""
+def _find_layers(model, layers, neuron_axes, pd=None):
+    """The ``_Layer``s of ``model``: those named in ``layers`` (module names or modules) and
+    the parameters of ``neuron_axes``; by default every Linear/Conv/ConvTranspose, less
+    those that cannot take the term (one neuron; fewer input dimensions than ``pd``),
+    left out with a warning. A named layer that cannot take it is an error."""
     if not isinstance(model, nn.Module):
         raise TypeError(f'model must be a torch.nn.Module, got {type(model).__name__}')
     neuron_axes = dict(neuron_axes or {})
@@ -137,6 +141,8 @@ def _find_layers(model, layers, neuron_axes):
         chosen = [(name, m) for name, m in named.items() if isinstance(m, tuple(_MODULE_LAYOUTS))
                   and getattr(m, 'weight', None) is not None]
     else:
+        if isinstance(layers, (str, nn.Module)):
+            layers = [layers]
         ids = {id(m): name for name, m in named.items()}
         chosen = []
         for item in layers:
@@ -150,6 +156,7 @@ def _find_layers(model, layers, neuron_axes):
             else:
                 raise ValueError(f'layers takes module names or modules of the model, got {item!r}')
     for name, module in chosen:
+        name = name or '(model)'
         kind = next((layout for cls, layout in _MODULE_LAYOUTS.items() if isinstance(module, cls)), None)
         if kind is None:
             raise ValueError(f'{name!r} is a {type(module).__name__}: its neurons cannot be told from its '
@@ -169,25 +176,41 @@ def _find_layers(model, layers, neuron_axes):
             raise ValueError(f'{pname!r} belongs to a {type(module).__name__}, whose neurons are on axis '
                              f'{LAYOUTS[kind][1]}, not {axis}: drop it from neuron_axes')
         if not any(layer.module is module and layer.param == attr for layer in found):
-            found.append(_Layer(owner or pname, module, attr, kind if attr == 'weight' and kind else axis))
-    if not found:
-        raise ValueError('no layer to regularise: the model has no Linear or Conv layer; choose them '
-                         'with layers=[...] or neuron_axes={...}')
+            found.append(_Layer(pname, module, attr, kind if attr == 'weight' and kind else axis))
     names = [f'{layer.name}.{layer.param}' for layer in found]
     if len(set(names)) != len(names):
         raise ValueError(f'a layer is named twice: {names}')
+    kept, left_out = [], []
     for layer in found:
-        W = layer.matrix()
-        if W.shape[1] < 2:
-            raise ValueError(f'{layer.name!r} has {W.shape[1]} neuron: the energy needs at least 2; '
-                             'leave it out (layers=[...])')
-    return found
+        d, n = layer.matrix().shape
+        why = (f'{n} neuron: the energy needs at least 2' if n < 2 else
+               f'd={d} < pd={pd}: a projection must compress' if pd is not None and d < pd else None)
+        if why is None:
+            kept.append(layer)
+        elif layers is None and layer.name not in neuron_axes:   # chosen by default
+            left_out.append(f'{layer.name!r} ({why})')
+        elif n < 2:
+            raise ValueError(f'{layer.name!r} has {why}; leave it out (layers=[...])')
+        else:
+            _projections.check_projection(layer.matrix(), pd, repr(layer.name))
+    if left_out:
+        warnings.warn(f"left out of the regulariser: {', '.join(left_out)}; name the layers with "
+                      'layers=[...] to choose them yourself (the paper gives the first layer plain MHE)',
+                      stacklevel=4)
+    if not kept:
+        raise ValueError('no layer to regularise: the model has no Linear or Conv layer that can take '
+                         'the term; choose them with layers=[...] or neuron_axes={...}')
+    return kept
 
 
 def _positive_int(name, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    try:
+        number = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        number = None
+    if number is None or number < minimum:
         raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
-    return value
+    return number
 
 
 def _number(name, value):
@@ -200,10 +223,10 @@ class _Regularizer(nn.Module):
     """``weight * sum over the layers of term(W)``; the model is referenced, not owned.
     ``last_terms``: each layer's term (unweighted, detached) of the last call, for logging."""
 
-    def __init__(self, model, weight, layers, neuron_axes):
+    def __init__(self, model, weight, layers, neuron_axes, pd=None):
         super().__init__()
         self.weight = _number('weight', weight)
-        self._layers = _find_layers(model, layers, neuron_axes)   # a list: not submodules
+        self._layers = _find_layers(model, layers, neuron_axes, pd)   # a list: not submodules
         self.last_terms = []
 
     @property
@@ -211,17 +234,23 @@ class _Regularizer(nn.Module):
         """The regularised layers, in the order of their terms."""
         return [layer.name for layer in self._layers]
 
-    def _follow(self, W):
+    def _follow(self, Ws):
         """Move the buffers to the weights' device and compute dtype (a model moved or
-        cast after the regulariser was made)."""
+        cast after the regulariser was made): each layer's P its layer's, the rest the first's."""
+        owners = dict(zip(getattr(self, '_buffer_names', ()), Ws))
         for name, buf in self._buffers.items():
+            W = owners.get(name, Ws[0])
             if buf is not None and buf.is_floating_point() and (buf.device != W.device or buf.dtype != W.dtype):
                 self._buffers[name] = buf.to(device=W.device, dtype=W.dtype)
+
+    def take_projection_steps(self, lr):
+        """Nothing for MHE and RP (AP/AdvP take P's steps here), so one training loop
+        serves every regulariser."""
 
     def forward(self):
         Ws = [layer.matrix() for layer in self._layers]
         with torch.autocast(Ws[0].device.type, enabled=False):
-            self._follow(Ws[0])
+            self._follow(Ws)
             terms = self._terms(Ws)
             self.last_terms = [t.detach() for t in terms]
             return self.weight * torch.stack(terms).sum()
@@ -244,11 +273,6 @@ class MHE(_Regularizer):
         return [_energy.hyperspherical_energy(W, self.power, self.half_space) for W in Ws]
 
 
-def _check_pd(layers, pd):
-    for layer in layers:
-        _projections.check_projection(layer.matrix(), pd, repr(layer.name))
-
-
 class RandomProjection(_Regularizer):
     """RP CoMHE: ``weight * sum`` over the layers of the mean half-space energy (power
     '2') of ``P_t W`` over ``T`` fresh Gaussian ``P_t [pd, d]`` per call, ``T = pn``, or
@@ -260,13 +284,13 @@ class RandomProjection(_Regularizer):
     compiles."""
 
     def __init__(self, model, pd=40, pn=20, pnd=0, weight=1.0, seed=0, layers=None, neuron_axes=None):
-        super().__init__(model, weight, layers, neuron_axes)
-        self.pd, self.pn = _positive_int('pd', pd), _positive_int('pn', pn)
+        pd = _positive_int('pd', pd)
+        super().__init__(model, weight, layers, neuron_axes, pd)
+        self.pd, self.pn = pd, _positive_int('pn', pn)
         self.pnd, self.seed = _positive_int('pnd', pnd, 0), _positive_int('seed', seed, 0)
-        _check_pd(self._layers, pd)
         for layer in self._layers:
             n = layer.matrix().shape[1]
-            if num_projections(n, pn, pnd) < 1:
+            if num_projections(n, self.pn, self.pnd) < 1:
                 raise ValueError(f'pnd={pnd} leaves {layer.name!r} ({n} neurons) without a projection; '
                                  f'use pnd <= {n}, or pnd=0 with pn')
         self.calls = 0
@@ -301,21 +325,20 @@ class _LearnedProjection(_Regularizer):
     variant = None
 
     def __init__(self, model, pd, iters, weight, seed, form, lookahead_decay, layers, neuron_axes):
-        super().__init__(model, weight, layers, neuron_axes)
+        pd = _positive_int('pd', pd)
+        super().__init__(model, weight, layers, neuron_axes, pd)
         if form not in FORMS:
             raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
-        self.pd, self.iters = _positive_int('pd', pd), _positive_int('iters', iters, 0)
+        self.pd, self.iters = pd, _positive_int('iters', iters, 0)
         self.seed, self.form = _positive_int('seed', seed, 0), form
         self.lookahead_decay = bool(lookahead_decay)
-        _check_pd(self._layers, pd)
         generator = torch.Generator().manual_seed(seed)
         first = self._layers[0].matrix()
         self._buffer_names = []
         for layer in self._layers:
             W = layer.matrix()
             P = torch.randn((pd, W.shape[0]), generator=generator, dtype=torch.float64)
-            name = 'P_' + re.sub(r'\W', '_', f'{layer.name}_{layer.param}' if layer.param != 'weight'
-                                 else layer.name)
+            name = 'P_' + re.sub(r'\W', '_', layer.name)
             if name in self._buffer_names:
                 raise ValueError(f'two layers map to the buffer name {name}')
             self.register_buffer(name, P.to(device=W.device, dtype=W.dtype))
@@ -325,6 +348,8 @@ class _LearnedProjection(_Regularizer):
 
     def projection(self, layer_name):
         """The ``P [pd, d]`` of a layer (by the name in ``layer_names``)."""
+        if layer_name not in self.layer_names:
+            raise ValueError(f"no layer {layer_name!r} here; the layers: {', '.join(self.layer_names)}")
         return getattr(self, self._buffer_names[self.layer_names.index(layer_name)])
 
     @property
@@ -338,9 +363,14 @@ class _LearnedProjection(_Regularizer):
         Call it once per training step, before computing the loss."""
         if isinstance(lr, torch.optim.Optimizer):
             lr = lr.param_groups[0]['lr']
+        if isinstance(lr, torch.Tensor):
+            lr = lr.detach()
+        elif isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
+            raise TypeError(f'lr must be a number or a torch.optim.Optimizer (its current lr is taken), '
+                            f'got {type(lr).__name__}; for a scheduler pass its optimizer')
         Ws = [layer.matrix().detach() for layer in self._layers]
         with torch.no_grad(), torch.autocast(Ws[0].device.type, enabled=False):
-            self._follow(Ws[0])
+            self._follow(Ws)
             self.learning_rate.fill_(lr)
             if self.iters:
                 stepped = _projections.descend_projections(self.variant, self.projections, Ws,

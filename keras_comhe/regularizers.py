@@ -129,6 +129,9 @@ class _LearnedProjection(_StatefulRegularizer):
         for s in tuple(kernel_shape)[:-1]:
             d *= s
         _check_pd(self.pd, d)
+        if tuple(kernel_shape)[-1] < 2:
+            raise ValueError(f'{type(self).__name__} on a kernel of shape {tuple(kernel_shape)}: '
+                             'one neuron has no energy; leave that layer without it')
         self.projection = self.add_weight(
             shape=(self.pd, d), initializer=keras.initializers.RandomNormal(0.0, 1.0, seed=self.seed),
             trainable=False, name='projection')

@@ -148,3 +148,14 @@ def test_bad_input_is_refused_clearly():
         cj.projection_step('random', jnp.ones((2, 36)), k, 0.1, 1)
     assert np.isnan(cj.hyperspherical_energy(k.at[0, 0].set(jnp.nan)))
     assert np.isnan(cj.learned_projection_term('adversarial', k.at[0, 0].set(jnp.nan), jnp.ones((4, 36)), 0.1))
+
+
+def test_errors_over_a_pytree_name_the_kernel():
+    ks = {'conv1': jnp.ones((3, 3, 1, 16)), 'dense': [jnp.ones((36, 8)), jnp.ones(3)]}
+    with pytest.raises(ValueError, match=r"kernels\['conv1'\]: pd=30 is larger than the dimension d=9"):
+        cj.init_projections(jax.random.key(0), ks, pd=30)
+    with pytest.raises(ValueError, match=r"kernels\['dense'\]\[1\]: a weight needs at least 2 axes"):
+        cj.mhe_loss(ks)
+    with pytest.raises(ValueError, match='static under jax.jit'):
+        jax.jit(lambda k, pd: cj.random_projection_term(jax.random.key(0), k, pd))(jnp.ones((36, 8)), 4)
+    assert cj.init_projection(jax.random.key(0), jnp.ones((36, 8)), np.int64(4)).shape == (4, 36)

@@ -30,6 +30,8 @@ def test_bad_input_is_refused_clearly():
         comhe.MHE()(np.ones((4, 1), np.float32))
     with pytest.raises(ValueError, match='at least 2 axes'):
         comhe.MHE()(np.ones(4, np.float32))
+    with pytest.raises(ValueError, match=r'kernel of shape \(20, 1\): one neuron has no energy'):
+        comhe.AdversarialProjection(pd=4).build((20, 1))
 
 
 @pytest.mark.skipif(keras.backend.backend() != 'jax', reason='the JAX backend only')

@@ -108,7 +108,7 @@ def test_neuron_axes_for_other_modules():
             self.kernel = nn.Parameter(torch.randn(3, 3, 4, 6, dtype=torch.float64))
     model = nn.Sequential(Kernel(), nn.Linear(6, 5).double())
     reg = ct.MHE(model, layers=['1'], neuron_axes={'0.kernel': -1})
-    assert reg.layer_names == ['1', '0']
+    assert reg.layer_names == ['1', '0.kernel']
     k = model[0].kernel.detach().numpy()
     want = ref.energy(model[1].weight.detach().numpy().T, '2') + ref.energy(k.reshape(-1, 6), '2')
     close(reg().item(), want, F64_RTOL, 'neuron_axes')
@@ -268,7 +268,7 @@ def test_bad_input_is_refused_clearly():
     with pytest.raises(TypeError, match='floating'):
         ct.hyperspherical_energy(torch.ones(4, 3, dtype=torch.int32))
     with pytest.raises(ValueError, match="'1' has 1 neuron"):
-        ct.MHE(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1)))
+        ct.MHE(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1)), layers=['0', '1'])
     with pytest.raises(ValueError, match='no module named'):
         ct.MHE(model, layers=['fc'])
     with pytest.raises(ValueError, match='cannot be told from its type'):
@@ -286,3 +286,32 @@ def test_nan_weights_give_a_nan_term():
             reg.take_projection_steps(0.1)
         value = reg()
         assert torch.isnan(value) or reg.layer_names == ['0'], type(reg).__name__
+
+
+def test_the_default_selection_leaves_out_what_cannot_take_the_term():
+    """A typical CNN: its first conv (d = 3 x 3 x 3 = 27 < pd) and a one-neuron head are left
+    out with a warning naming them; named explicitly they are errors. One training loop
+    serves every regulariser (MHE and RP take no P steps)."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten(),
+                          nn.Linear(8, 4), nn.Linear(4, 1))
+    with pytest.warns(UserWarning, match=r"left out of the regulariser: '0' \(d=27 < pd=30.*'5' \(1 neuron"):
+        reg = ct.AdversarialProjection(model, pd=30)
+    assert reg.layer_names == ['2']
+    with pytest.raises(ValueError, match='pd=30 is larger than the dimension d=27'):
+        ct.AdversarialProjection(model, pd=30, layers=['0', '2'])
+    with pytest.raises(ValueError, match="'5' has 1 neuron"):
+        ct.MHE(model, layers='5')
+    for reg in (ct.MHE(model, layers=['0', '2']), ct.RandomProjection(model, pd=4, pn=2, layers='2'), reg):
+        reg.take_projection_steps(0.1)
+        assert torch.isfinite(reg())
+
+
+def test_arguments_are_checked_with_the_fix():
+    model = small_cnn()
+    reg = ct.AdversarialProjection(model, pd=np.int64(6), layers=['3'])   # NumPy integers are integers
+    assert reg.pd == 6
+    with pytest.raises(TypeError, match='lr must be a number or a torch.optim.Optimizer'):
+        reg.take_projection_steps(torch.optim.lr_scheduler.StepLR(torch.optim.SGD(model.parameters(), 0.1), 1))
+    with pytest.raises(ValueError, match="no layer 'fc' here; the layers: 3"):
+        reg.projection('fc')
+    assert ct.MHE(model, layers='3').layer_names == ['3']       # one name, not its letters

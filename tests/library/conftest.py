@@ -7,29 +7,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-for folder in (HERE, HERE.parent):   # the helpers: beside the copy, or tests/
-    if (folder / 'reference.py').exists() and str(folder) not in sys.path:
+for folder in (HERE.parent, HERE):   # the helpers: tests/, or beside the copy; tolerances.py
+    if (folder / 'reference.py').exists() or folder == HERE:
         sys.path.insert(0, str(folder))
 os.environ.setdefault('KERAS_BACKEND', 'jax')
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
-FD_RTOL = 1e-6
-"""float64 against tests/reference.py where that takes gradients by central differences
-(h = 1e-6): their error is at most h^2 |f'''| / 6 + eps |f| / h, about 1e-10 of the
-values here; 1e-6 leaves room and still fails a formula off by a relative 1e-3."""
-F64_RTOL = 1e-10
-"""float64 against the closed-form references (no differences): sums of at most a few
-hundred terms, each rounded to 2^-53, stay far inside 1e-10 relative."""
-
-
-def close(got, want, rtol, what):
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    scale = max(1.0, float(np.abs(want).max()))
-    err = float(np.abs(got - want).max())
-    assert err <= rtol * scale, f'{what}: max |got - want| = {err:.3g} > {rtol:g} x {scale:.3g}'
-
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):

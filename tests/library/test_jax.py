@@ -10,7 +10,7 @@ import pytest
 import comhe.jax as cj
 import float32_bound
 import reference as ref
-from conftest import F64_RTOL, FD_RTOL, close
+from tolerances import F64_RTOL, FD_RTOL, close
 
 LR, ITERS = 0.1, 3
 

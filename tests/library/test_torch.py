@@ -12,7 +12,7 @@ from torch import nn
 import comhe.torch as ct
 import float32_bound
 import reference as ref
-from conftest import F64_RTOL, FD_RTOL, close
+from tolerances import F64_RTOL, FD_RTOL, close
 
 LR, ITERS = 0.1, 3
 

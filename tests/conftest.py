@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pytest  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
+import loopback_only  # noqa: E402
+
 from common import cifar_fixture as cf  # noqa: E402
 from common import data  # noqa: E402
 
@@ -39,21 +41,7 @@ NO_NETWORK_ENV = {'http_proxy': 'http://127.0.0.1:9', 'https_proxy': 'http://127
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
-    import ipaddress
-    import socket
-    connect = socket.socket.connect
-
-    def loopback_only(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            host = address[0]
-            try:
-                local = host == 'localhost' or ipaddress.ip_address(host).is_loopback
-            except ValueError:
-                local = False
-            if not local:
-                raise AssertionError(f'a test tried to connect to {address}; tests stay on this machine')
-        return connect(sock, address)
-    monkeypatch.setattr(socket.socket, 'connect', loopback_only)
+    loopback_only.patch(monkeypatch)
 
 
 @pytest.fixture

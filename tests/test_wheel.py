@@ -3,7 +3,7 @@ build isolation: nothing is downloaded), installed into a fresh virtual environm
 outside the repository, whose other packages (PyTorch, JAX, Keras, NumPy) come from
 this environment through a .pth file rather than being downloaded again. From a
 folder outside the repository it runs the library's tests (tests/library, copied
-there with their two helpers) and the two examples against the installed copy, so
+there with their helpers) and the two examples against the installed copy, so
 a file missing from the package fails here."""
 import os
 import re
@@ -19,7 +19,7 @@ import pytest
 from conftest import NO_NETWORK_ENV, ROOT
 
 LIBRARY_TESTS = ROOT / 'tests' / 'library'
-HELPERS = (ROOT / 'tests' / 'reference.py', ROOT / 'tests' / 'float32_bound.py')
+HELPERS = tuple(ROOT / 'tests' / name for name in ('reference.py', 'float32_bound.py', 'loopback_only.py'))
 
 
 def clean_env():

@@ -1,37 +1,27 @@
 """The library's tests (comhe, keras_comhe): they import only what ``pip install``
 puts in place, so tests/test_wheel.py runs them against an installed wheel, from
-a folder outside the repository. Their helpers (reference.py, float32_bound.py)
-sit in tests/, or beside them in that copy."""
+a folder outside the repository. Their helpers (reference.py, float32_bound.py,
+loopback_only.py) sit in tests/, or beside them in that copy."""
 import os
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 for folder in (HERE.parent, HERE):   # the helpers: tests/, or beside the copy; tolerances.py
-    if (folder / 'reference.py').exists() or folder == HERE:
+    if (folder / 'loopback_only.py').exists() or folder == HERE:
         sys.path.insert(0, str(folder))
 os.environ.setdefault('KERAS_BACKEND', 'jax')
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+import loopback_only  # noqa: E402
+
+
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """A connection to anything but loopback fails the test."""
-    import ipaddress
-    import socket
-    connect = socket.socket.connect
-
-    def loopback_only(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            host = address[0]
-            try:
-                local = host == 'localhost' or ipaddress.ip_address(host).is_loopback
-            except ValueError:
-                local = False
-            assert local, f'a test tried to connect to {address}; tests stay on this machine'
-        return connect(sock, address)
-    monkeypatch.setattr(socket.socket, 'connect', loopback_only)
+    loopback_only.patch(monkeypatch)
 
 
 @pytest.fixture(scope='session')

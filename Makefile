@@ -1,4 +1,5 @@
-# make test: create .venv, install the requirements, run the test suite.
+# make test: create .venv, install the requirements, run the linter (ruff, configured in
+# pyproject.toml) and the test suite.
 # make train: the same set-up, then random_projection/train.py with its defaults.
 # GPU=1 installs TensorFlow and JAX with their CUDA libraries (requirements-gpu.txt), GPU=0 without
 # (requirements-dev.txt); by default 1 where an NVIDIA driver answers (nvidia-smi), else 0.
@@ -37,10 +38,10 @@ venv: $(VENV)/.installed-gpu$(GPU)
 TEST_WORKERS ?= 2
 
 test: venv
+	$(PY) -m ruff check .
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 train: venv
-	@test -f random_projection/train.py || { echo "random_projection/train.py does not exist yet; nothing to train."; exit 1; }
 	cd random_projection && ../$(PY) train.py $(ARGS)
 
 clean:

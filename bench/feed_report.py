@@ -19,7 +19,7 @@ def targets(result):
         round(new['images_per_s']), new['images_per_s'] >= TARGETS['pipeline_images_per_s'])
     add('hand-over of a ready batch, median ms', f'<= {TARGETS["handover_median_ms"]}',
         round(new['handover_ms']['median'], 4), new['handover_ms']['median'] <= TARGETS['handover_median_ms'])
-    for key, row in result.get('loop', {}).items():
+    for row in result.get('loop', {}).values():
         add(f'{row["label"]}: session calls per iteration', '1',
             row['new']['calls_per_iteration'], row['new']['calls_per_iteration'] == 1)
         add(f'{row["label"]}: host ms per iteration outside the session call',

@@ -1,8 +1,10 @@
 """One complete run of ``train.py --engine keras`` on a synthetic CIFAR-100-format set
 (CIFAR-100 itself cannot travel to a borrowed GPU machine), timed end to end.
 
-    KERAS_BACKEND=jax python bench/keras_engine_full_run.py --out DIR           # RP, full width, batch 128, 75,000 iterations
-    KERAS_BACKEND=jax python bench/keras_engine_full_run.py --out DIR --quick   # a smoke test: width 1/8, batch 16, 300 iterations
+    # RP, full width, batch 128, 75,000 iterations:
+    KERAS_BACKEND=jax python bench/keras_engine_full_run.py --out DIR
+    # a smoke test: width 1/8, batch 16, 300 iterations:
+    KERAS_BACKEND=jax python bench/keras_engine_full_run.py --out DIR --quick
 
 The set: 50,000 training and 10,000 test images of 100 classes in the format of the
 python release (common.cifar_fixture: a colour and stripe pattern per class plus noise,

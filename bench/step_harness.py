@@ -245,14 +245,14 @@ def end_to_end(args, graphs, log):
     with tempfile.TemporaryDirectory() as tmp:
         train_x, train_y = fixture_dataset(args, tmp)
     results = {}
-    for name, b in graphs.items():
+    for b in graphs.values():
         cfg = b.cfg
         x, y = pipeline.train_batch(train_x, train_y, cfg.flags.random_seed, 0, args.batch)
         fixed = {b.g.images: x, b.g.labels: y, b.g.is_training: True, b.g.lr: LR}
         e2e, compute = [], []
         with pipeline.TrainBatchPrefetcher(train_x, train_y, cfg.flags.random_seed, args.batch) as batches, \
                 MachineLoad() as load:
-            for r in range(args.e2e_rounds):
+            for _round in range(args.e2e_rounds):
                 for _ in range(args.e2e_block):
                     start = time.perf_counter()
                     x, y = next(batches)

@@ -181,7 +181,8 @@ def main(argv=None):
             m = result['machine']
             quick = ('**--quick: tiny sizes, a smoke test; these numbers mean nothing.**\n\n'
                      if args.quick else '')
-            header = (f'# CoMHE step-time benchmark ({args.json.name})\n\n{quick}`{result["command"]}`, {m["date"]}, {total_note(result)}\n\n'
+            header = (f'# CoMHE step-time benchmark ({args.json.name})\n\n'
+                      f'{quick}`{result["command"]}`, {m["date"]}, {total_note(result)}\n\n'
                       f'Machine: {m.get("cpu", "?")}, {m["cpu_count"]} cores, {m.get("memory_gb", "?")} GB, '
                       f'{"a GPU" if m["gpu"] else "no GPU"}; {m["platform"]}; Python {m["python"]}, '
                       f'TensorFlow {m["tensorflow"]}, NumPy {m["numpy"]}.\n\n')

@@ -52,7 +52,7 @@ def make_names_unique(runs):
     seen = {}
     for run in runs:
         seen.setdefault(run.name, []).append(run)
-    for name, same in seen.items():
+    for same in seen.values():
         if len(same) > 1:
             for k, run in enumerate(same):
                 run.name = str(run.path)

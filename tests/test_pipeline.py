@@ -108,7 +108,7 @@ def test_an_epoch_visits_each_kept_image_once(loaded):
     assert x.shape == (bs, 32, 32, 3) and x.dtype == np.uint8 and y.dtype == np.int64
     padded = np.pad(images[y_ids[0]], ((4, 4), (4, 4), (0, 0)), mode='symmetric')
     assert any(np.array_equal(x[0], w) or np.array_equal(x[0], w[:, ::-1])
-               for w in (padded[t:t + 32, l:l + 32] for t in range(9) for l in range(9)))
+               for w in (padded[t:t + 32, c:c + 32] for t in range(9) for c in range(9)))
 
 
 def test_a_cifar_sized_epoch_is_390_batches_of_distinct_images():

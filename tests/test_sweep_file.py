@@ -45,7 +45,8 @@ def test_runs_get_the_flags_a_user_would_type(tmp_path):
                             '--pd', '8', '--pn', '2', '--base_lr', '0.05', '--bn_zero_debias',
                             '--random_seed', '1', '--log_dir', str(sweep.folder / 'seed1' / 'random_projection')]
     assert rp.run_dir == sweep.folder / 'seed1' / 'random_projection' / 'pd8_pn2'
-    assert (rp.flags.pd, rp.flags.width, rp.flags.bn_zero_debias, rp.flags.variant) == (8, 0.5, True, 'random_projection')
+    assert (rp.flags.pd, rp.flags.width, rp.flags.bn_zero_debias, rp.flags.variant) == \
+        (8, 0.5, True, 'random_projection')
     assert sweep.runs[2].flags.power_s == 'a1' and sweep.runs[2].flags.random_seed == 7
     assert [(label, len(runs)) for label, _, _, runs in sweep.rows] == [
         ('random_projection/pd8_pn2', 2), ('mhe/half_mhe_a1', 1)]
@@ -70,7 +71,8 @@ BAD_FILES = [
     ('power_s = "a1"', 'power_s = "a3"', "run 2 (mhe): flag 'power_s' is 'a3'; one of 0, 1, 2, a0, a1, a2"),
     ('seeds = [7]', 'seeds = [7, 7]', 'run 2 (mhe): seeds: seed 7 is listed twice (a duplicate run)'),
     ('seeds = [7]', 'seeds = []', 'run 2 (mhe): seeds: seeds must be a non-empty list of integers'),
-    ('max_iters = 50', 'random_seed = 3', "run 1 (random_projection): flag 'random_seed' is set by the sweep (give seeds"),
+    ('max_iters = 50', 'random_seed = 3',
+     "run 1 (random_projection): flag 'random_seed' is set by the sweep (give seeds"),
     ('max_iters = 50', 'log_dir = "x"', "flag 'log_dir' is set by the sweep"),
     ('name = "s"', 'nmae = "s"', "unknown key 'nmae'"),
     ('name = "s"', 'name = "a/b"', 'name must be a folder name'),

@@ -31,7 +31,8 @@ def clean_env():
 def run(cmd, cwd, timeout=600):
     result = subprocess.run([str(c) for c in cmd], cwd=cwd, env=clean_env(), capture_output=True, text=True,
                             timeout=timeout)
-    assert result.returncode == 0, f'{cmd} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}'
+    assert result.returncode == 0, \
+        f'{cmd} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}'
     return result.stdout
 
 

@@ -21,9 +21,9 @@ def test_regularizer_equals_the_reference():
 
 def test_bad_input_is_refused_clearly():
     layer = keras.layers.Dense(4, kernel_regularizer=comhe.RandomProjection(pd=8, pn=2, seed=1))
+    layer.build((None, 3))
     with pytest.raises(ValueError, match='pd=8 is larger than the dimension d=3'):
-        layer.build((None, 3))
-        layer.losses
+        _ = layer.losses
     with pytest.raises(ValueError, match='pn must be an integer >= 1'):
         comhe.RandomProjection(pd=2, pn=0)
     with pytest.raises(ValueError, match='at least 2 neurons'):

@@ -79,7 +79,8 @@ def test_float32_within_the_bound(arrays):
 
 LAYERS = {'linear': lambda: nn.Linear(12, 7), 'conv1d': lambda: nn.Conv1d(3, 6, 3),
           'conv2d': lambda: nn.Conv2d(3, 6, (3, 2)), 'conv3d': lambda: nn.Conv3d(2, 5, (2, 3, 2)),
-          'conv_transpose2d': lambda: nn.ConvTranspose2d(4, 6, 3), 'grouped_conv2d': lambda: nn.Conv2d(4, 6, 3, groups=2)}
+          'conv_transpose2d': lambda: nn.ConvTranspose2d(4, 6, 3),
+          'grouped_conv2d': lambda: nn.Conv2d(4, 6, 3, groups=2)}
 
 
 @pytest.mark.parametrize('kind', LAYERS)
@@ -177,7 +178,8 @@ def test_state_is_buffers_and_resumes_exactly():
     train(resumed, resumed_regs, opt2, 3, seed=1)
     for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
-    for a, b in zip(regs[3].projections + regs[2].projections, resumed_regs[3].projections + resumed_regs[2].projections):
+    for a, b in zip(regs[3].projections + regs[2].projections,
+                    resumed_regs[3].projections + resumed_regs[2].projections):
         assert torch.equal(a, b)
     assert resumed_regs[1].calls == regs[1].calls == 5
 
@@ -301,9 +303,9 @@ def test_the_default_selection_leaves_out_what_cannot_take_the_term():
         ct.AdversarialProjection(model, pd=30, layers=['0', '2'])
     with pytest.raises(ValueError, match="'5' has 1 neuron"):
         ct.MHE(model, layers='5')
-    for reg in (ct.MHE(model, layers=['0', '2']), ct.RandomProjection(model, pd=4, pn=2, layers='2'), reg):
-        reg.take_projection_steps(0.1)
-        assert torch.isfinite(reg())
+    for each in (ct.MHE(model, layers=['0', '2']), ct.RandomProjection(model, pd=4, pn=2, layers='2'), reg):
+        each.take_projection_steps(0.1)
+        assert torch.isfinite(each())
 
 
 def test_arguments_are_checked_with_the_fix():

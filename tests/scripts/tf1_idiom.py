@@ -71,7 +71,7 @@ for key in entries:
             else:
                 initial.update(sess.run(variables))
             steps = []
-            for it in range(3):   # as the training loop runs it (same fetches: no new executors)
+            for _ in range(3):   # as the training loop runs it (same fetches: no new executors)
                 if g.p_steps is not None:
                     sess.run(g.p_steps, {g.lr: 0.01})
                 feed = {g.images: x, g.labels: y, g.is_training: True, g.lr: 0.01}

@@ -36,8 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+from common.protocol import WIDTHS  # noqa: E402  (after the path)
+
 CONFIGS = ('none', 'rp', 'ap', 'advp')
-WIDTHS = (64, 128, 256, 256)   # conv1_*, conv2_*, conv3_*, fc6 (common/model.py)
 
 
 def parse(argv=None):

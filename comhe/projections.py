@@ -23,7 +23,8 @@ from comhe.energy import (check_weight_matrix, cosine_vjp, energy_gradient, hype
 from comhe.namespaces import namespace_of
 
 WEIGHT_DECAY = 5e-4
-P_DECAY = 1e-3 * WEIGHT_DECAY   # P's weight decay enters its own objective scaled down
+P_DECAY_SCALE = 1e-3            # P's weight decay enters its own objective scaled down
+P_DECAY = P_DECAY_SCALE * WEIGHT_DECAY
 VARIANTS = ('angle', 'adversarial')
 FORMS = ('auto', 'direct', 'gram')
 _TINY = 1e-30                   # keeps the angle loss's norm differentiable at 0

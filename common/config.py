@@ -12,6 +12,7 @@ from pathlib import Path
 
 from common import REPO_ROOT
 from common.data import parse_md5_flag
+from common.protocol import POWERS
 from common.schedule import FULL_ITERS, LR_STEPS, scaled_widths
 
 VARIANT_FLAGS = {
@@ -25,7 +26,7 @@ VARIANT_FLAGS = {
                               'included, as docs/protocol.md writes it (a deviation: the release '
                               'differentiated the angle loss alone)'),
 }
-CHOICES = {'model_name': ('baseline', 'mhe', 'half_mhe'), 'power_s': ('0', '1', '2', 'a0', 'a1', 'a2')}
+CHOICES = {'model_name': ('baseline', 'mhe', 'half_mhe'), 'power_s': POWERS}
 
 
 ENGINES = ('tf1', 'keras')

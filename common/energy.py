@@ -42,17 +42,19 @@ import math
 
 import tensorflow as tf
 
-POWERS = ('0', '1', '2', 'a0', 'a1', 'a2')
-
-_NORM_EPS = 1e-4     # inside the square root, as in the original release
-_ANGLE_EPS = 1e-4    # added to acos(c)/pi in the angular kernels
-# 2 - 2c for two equal neurons is tiny but positive in exact arithmetic;
-# rounding can take it to 0 or below, so it is floored (gradient 0 there).
-# Power '2' in the half space floors 1 - c^2 = (2 - 2c)(2 + 2c) / 4 at the
-# same value: the same threshold on c, the same largest value (1 / floor).
-_DIST_FLOOR = 1e-7
-# acos has an infinite slope at +-1: keep cosines strictly inside.
-_ACOS_CLIP = 1e-6
+# The kernels and guards, with the library's values (comhe/energy.py):
+# - NORM_EPS inside the square root, as in the original release; ANGLE_EPS added to
+#   acos(c)/pi in the angular kernels;
+# - DIST_FLOOR: 2 - 2c for two equal neurons is tiny but positive in exact arithmetic;
+#   rounding can take it to 0 or below, so it is floored (gradient 0 there). Power '2'
+#   in the half space floors 1 - c^2 = (2 - 2c)(2 + 2c) / 4 at the same value: the same
+#   threshold on c, the same largest value (1 / floor);
+# - ACOS_CLIP: acos has an infinite slope at +-1: keep cosines strictly inside.
+from comhe.energy import ACOS_CLIP as _ACOS_CLIP
+from comhe.energy import ANGLE_EPS as _ANGLE_EPS
+from comhe.energy import DIST_FLOOR as _DIST_FLOOR
+from comhe.energy import NORM_EPS as _NORM_EPS
+from comhe.energy import POWERS  # noqa: F401  (this module's API)
 
 
 def static_dims(W):

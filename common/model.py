@@ -14,8 +14,7 @@ import tensorflow.compat.v1 as tf
 
 from common.energy import filters_as_matrix, hyperspherical_energy, static_dims
 
-WIDTHS = (64, 128, 256, 256)   # conv1_*, conv2_*, conv3_*, fc6
-BN_DECAY = 0.999
+from common.protocol import BN_DECAY, WIDTHS
 BN_EPSILON = 1e-3
 
 

@@ -26,14 +26,12 @@ from typing import Callable
 import tensorflow.compat.v1 as tf
 
 from common.energy import hyperspherical_energy, pairwise_cosine, static_dims
+from common.protocol import P_DECAY, P_DECAY_SCALE, WEIGHT_DECAY  # noqa: F401  (this module's API)
 
 PROJECTION_COLLECTION = 'comhe_projections'
 P_OBJECTIVE_COLLECTION = 'comhe_projection_objectives'
 LEARNED_COLLECTION = 'comhe_learned_projections'
 
-WEIGHT_DECAY = 5e-4
-P_DECAY_SCALE = 1e-3   # P's weight decay enters its own objective scaled down
-P_DECAY = P_DECAY_SCALE * WEIGHT_DECAY
 
 
 def num_projections(n_neurons, pn, pnd):

@@ -13,13 +13,14 @@ import json
 from pathlib import Path
 
 from common import REPO_ROOT
+from common.protocol import POWERS
 from common.runstate import OFFICIAL_DATA
 
 AUTHORS_DIR = REPO_ROOT / 'logs' / 'authors'
 VARIANTS = ('random_projection', 'angle_projection', 'adversarial_projection', 'mhe')
 # Iterations of each release's schedule (docs/protocol.md sections 5 and 7).
 RELEASE_ITERS = {'comhe': 75000, 'mhe': 42500}
-MHE_KERNELS = ('0', '1', '2', 'a0', 'a1', 'a2')
+MHE_KERNELS = POWERS
 
 # The paper's comparison: (row label, variant, configuration), the authors' defaults.
 PAPER_ROWS = ([('baseline', 'mhe', 'baseline')]

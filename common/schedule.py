@@ -2,6 +2,8 @@
 that the flags (``common.config``) and the training graph (``common.training``)
 both use, so it lives below both of them."""
 
+from common.protocol import WIDTHS
+
 FULL_ITERS = 75000
 LR_STEPS = (30000, 50000, 65000)   # at FULL_ITERS; scaled for shorter runs
 
@@ -12,6 +14,6 @@ def learning_rate(iteration, base_lr, max_iters):
     return base_lr * 0.1 ** steps
 
 
-def scaled_widths(width, base=(64, 128, 256, 256)):
+def scaled_widths(width, base=WIDTHS):
     """CNN-9's channels per stage at a channel multiplier (1.0: the paper's)."""
     return tuple(max(2, int(round(w * width))) for w in base)

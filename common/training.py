@@ -25,10 +25,10 @@ from common import device, loop, pipeline
 from common.loop import CHECKPOINT_ADVICE, RESTART_ADVICE, NonFiniteLoss
 from common.schedule import learning_rate, scaled_widths
 from common.model import cnn9, comhe_first_term, comhe_score_term
+from common.protocol import LABEL_SMOOTHING
 from common.projections import (LEARNED_COLLECTION, P_OBJECTIVE_COLLECTION, WEIGHT_DECAY,
                                 projection_descent)
 
-LABEL_SMOOTHING = 0.01
 EVAL_BATCH = 1000   # test images per session call (the protocol's 100 give the same accuracy, see evaluate)
 
 

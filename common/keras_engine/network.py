@@ -5,7 +5,8 @@ batch norm), so that weights copy across and the two engines train alike.
 import keras
 from keras import ops
 
-BN_DECAY = 0.999
+from common.protocol import BN_DECAY, WIDTHS
+
 BN_EPSILON = 1e-3
 CONV_LAYERS = [f'conv{b}_{i}' for b in (1, 2, 3) for i in range(3)]
 HIDDEN = CONV_LAYERS[1:] + ['fc6']        # the nine layers with a CoMHE term, as common.model
@@ -54,7 +55,7 @@ class ReleaseBatchNorm(keras.layers.Layer):
         return dict(super().get_config(), zero_debias=self.zero_debias)
 
 
-def cnn9(widths=(64, 128, 256, 256), n_class=100, bn_zero_debias=False, seed=None):
+def cnn9(widths=WIDTHS, n_class=100, bn_zero_debias=False, seed=None):
     """The network on uint8 images [B, 32, 32, 3] -> logits [B, n_class]; its filters are
     the layers named in FILTERS (kernel [k, k, C_in, N], as the graph's ``filter``)."""
     images = keras.Input((32, 32, 3), dtype='uint8', name='images')

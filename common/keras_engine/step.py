@@ -25,11 +25,10 @@ import numpy as np
 from keras import ops
 
 from common.keras_engine.network import FILTERS
+from common.protocol import LABEL_SMOOTHING, WEIGHT_DECAY
 from keras_comhe import projections
 from keras_comhe.energy import filters_as_matrix
 
-WEIGHT_DECAY = 5e-4
-LABEL_SMOOTHING = 0.01
 MOMENTUM = 0.9
 RP_KEY = 1000003   # the run seed's part of the draws' key, as the graph's
 

@@ -1,0 +1,10 @@
+"""The protocol's fixed numbers (docs/protocol.md), each defined once and read by both
+engines and the benchmarks: CNN-9's widths, the batch norm's decay, the label
+smoothing, and (from the library, whose math uses them too) the weight decay and the
+energy kernels. Plain numbers: importing this module imports no framework."""
+from comhe.energy import POWERS  # noqa: F401  (this module's API)
+from comhe.projections import P_DECAY, P_DECAY_SCALE, WEIGHT_DECAY  # noqa: F401  (this module's API)
+
+WIDTHS = (64, 128, 256, 256)   # channels of conv1_*, conv2_*, conv3_*, fc6
+BN_DECAY = 0.999               # the moving averages of the batch norm, as the release's EMA
+LABEL_SMOOTHING = 0.01         # t = (1 - 0.01) onehot + 0.01 / n_class

@@ -152,6 +152,7 @@ def descend_projections(variant, Ps, Ws, lr, iters, form='auto'):
     op per shape for all of them (CNN-9's nine hidden layers have six shapes), instead of
     a loop per layer. Returns the Ps in the order given."""
     check_variant(variant)
+    iters = static_int('iters', iters, 0)
     if form not in FORMS:
         raise ValueError(f"form must be 'auto', 'direct' or 'gram', got {form!r}")
     if len(Ps) != len(Ws):

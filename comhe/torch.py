@@ -29,6 +29,7 @@ NaN in training.
 """
 import operator
 import re
+import sys
 import warnings
 
 import numpy as np
@@ -87,23 +88,31 @@ def _float(W):
     return W.float() if W.dtype in _HALF else W
 
 
+def _full_precision(W):
+    """No autocast inside: the terms are computed in the weights' (compute) dtype."""
+    return torch.autocast(W.device.type, enabled=False)
+
+
 def hyperspherical_energy(W, power='2', half_space=False):
     """Energy of the columns of ``W [d, N]`` (a scalar) or ``[T, d, N]`` (``[T]``);
     ``power`` one of ``'0' '1' '2' 'a0' 'a1' 'a2'``. See ``comhe.energy``."""
-    return _energy.hyperspherical_energy(_float(W), power, half_space)
+    with _full_precision(W):
+        return _energy.hyperspherical_energy(_float(W), power, half_space)
 
 
 def random_projection_term(W, draws):
     """RP: mean over ``draws [T, pd, d]`` of the half-space energy of ``P_t W``."""
     W = _float(W)
-    return _projections.random_projection_term(W, draws.to(W.dtype))
+    with _full_precision(W):
+        return _projections.random_projection_term(W, draws.to(W.dtype))
 
 
 def learned_projection_term(variant, W, P, lr, lookahead_decay=False):
     """AP (``'angle'``) or AdvP (``'adversarial'``): the half-space energy of ``P' W``,
     ``P'`` the look-ahead from ``P [pd, d]`` at learning rate ``lr``."""
     W = _float(W)
-    return _projections.learned_projection_term(variant, W, P.to(W.dtype), lr, lookahead_decay)
+    with _full_precision(W):
+        return _projections.learned_projection_term(variant, W, P.to(W.dtype), lr, lookahead_decay)
 
 
 def descend_projections(variant, Ps, Ws, lr, iters, form='auto'):
@@ -196,11 +205,20 @@ def _find_layers(model, layers, neuron_axes, pd=None):
     if left_out:
         warnings.warn(f"left out of the regulariser: {', '.join(left_out)}; name the layers with "
                       'layers=[...] to choose them yourself (the paper gives the first layer plain MHE)',
-                      stacklevel=4)
+                      stacklevel=_user_stacklevel())
     if not kept:
         raise ValueError('no layer to regularise: the model has no Linear or Conv layer that can take '
                          'the term; choose them with layers=[...] or neuron_axes={...}')
     return kept
+
+
+def _user_stacklevel():
+    """The stacklevel, for a warning raised in this module's caller, of the first frame
+    outside this module (the user's line that made the regulariser)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _positive_int(name, value, minimum=1):

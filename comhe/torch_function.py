@@ -2,6 +2,7 @@
 ``torch.autograd.Function`` defined at import, so that ``torch.compile`` traces
 through it (Dynamo cannot trace a class defined while it traces)."""
 import torch
+from torch.autograd.function import once_differentiable
 
 # index -> (forward(W) -> (value, parts), backward(W, parts, upstream) -> dW)
 FUNCTIONS = []
@@ -17,9 +18,13 @@ class CustomGradient(torch.autograd.Function):
         return value
 
     @staticmethod
+    @once_differentiable   # what backward uses was computed without a graph: no second order
     def backward(ctx, upstream):
         (W,) = ctx.saved_tensors
-        return FUNCTIONS[ctx.index][1](W, ctx.parts, upstream), None
+        # In the weights' own precision, as the forward pass (a loss.backward() called
+        # under autocast would otherwise run it in half precision).
+        with torch.autocast(W.device.type, enabled=False):
+            return FUNCTIONS[ctx.index][1](W, ctx.parts, upstream.to(W.dtype)), None
 
 
 def custom_gradient(forward, backward):

@@ -10,6 +10,7 @@ descriptor of the file. So the holder opens the lock file once and keeps it open
 (writing who it is into it through that descriptor), and a process never probes
 or reads a lock it may hold itself.
 """
+import errno
 import fcntl
 import json
 import os
@@ -43,9 +44,15 @@ def acquire(path, record=True):
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
         os.close(fd)
-        return None
+        if e.errno in (errno.EAGAIN, errno.EACCES):   # held by another process
+            return None
+        # ENOLCK and the like: a filesystem without locks (NFS without its lock service)
+        # would read as 'held' for ever; say so instead.
+        raise OSError(e.errno, f'cannot lock {path} ({e.strerror}): the filesystem does not support '
+                               'POSIX locks; put the logs on one that does (a local disk, NFSv4, NFSv3 '
+                               'with its lock service)') from None
     if record:
         text = json.dumps(dict(host=socket.gethostname(), pid=os.getpid(), since=time.time()))
         os.ftruncate(fd, 0)

@@ -161,6 +161,7 @@ def test_a_sweep_start_refused_because_another_train_py_took_the_run_waits_and_g
     monkeypatch.setattr(runstatus, 'disk_state', lambda spec: runstatus.DiskState(
         'done' if (tmp_path / 'trained').exists() else 'new', 0))
     monkeypatch.setattr(task, 'POLL_S', 0.01)
+    monkeypatch.setattr(task, 'WAIT_POLL_S', 0.01)
     result = task.run_to_completion(spec, retries=0, gpus_per_run=0, restore_env={})
     assert result['state'] == 'done', result
     assert len(list(tmp_path.glob('start_*'))) == refusals + 1
@@ -183,3 +184,29 @@ def test_a_new_run_racing_for_the_same_log_index_exits_busy(tmp_path, holder_pro
                       lambda *args: ran.append(args) or 0)
     assert code == runstate.BUSY_EXIT and ran == []
     assert f'is being written by another train.py (pid {proc.pid} on ' in capsys.readouterr().err
+
+
+def test_a_lock_of_a_new_run_without_logs_is_waited_for_too(tmp_path, holder_process):
+    """A train.py that took train_01.lock for a new run and has not written its logs yet
+    (building its graph) still holds the run folder: a sweep's retry waits for it."""
+    from common.sweep import task
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    runstate.new_run(run_dir).train_log.touch()            # run 00, not held
+    assert task.held_run_lock(run_dir) is None
+    proc = holder_process(run_dir / 'train_01.lock')
+    assert task.held_run_lock(run_dir) == run_dir / 'train_01.lock'
+    proc.kill()
+    proc.wait()
+    assert task.held_run_lock(run_dir) is None
+
+
+def test_a_filesystem_without_locks_is_an_error_not_a_held_lock(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, 'No locks available')
+    monkeypatch.setattr(fcntl, 'lockf', no_locks)
+    with pytest.raises(OSError, match='does not support POSIX locks'):
+        locks.acquire(tmp_path / 'x.lock')

@@ -244,29 +244,29 @@ def test_an_unreachable_cluster_stops_the_sweep_within_the_bound(tmp_path):
     assert not list((tmp_path / 'logs' / 's').glob('seed*'))      # no run was started
 
 
-def test_a_loopback_address_joins_on_loopback_and_another_as_ray_would(monkeypatch):
-    """127.0.0.1:PORT: the driver's node address is loopback, and Ray's reading of
-    127.0.0.1 as this machine's network address is off, with no variable set by the user;
-    any other address joins as Ray would. (ray.init and the port probe stubbed: nothing is
-    contacted.)"""
+@pytest.mark.parametrize('address, loopback_only, joins_on_loopback', [
+    ('127.0.0.1:6379', True, True),       # nodes on loopback (as the test cluster's)
+    ('127.0.0.1:6379', False, False),     # a head that answers at this machine's address too
+    ('head.invalid:6379', True, False)])  # another machine
+def test_which_address_joins_on_loopback(monkeypatch, address, loopback_only, joins_on_loopback):
+    """127.0.0.1:PORT of a head whose nodes run on loopback: the driver's node address is
+    loopback and Ray's reading of 127.0.0.1 as this machine's network address is off, with
+    no variable set by the user; any other head joins as Ray would. (ray.init and the
+    probes stubbed: nothing is contacted.)"""
     import ray
     import ray._private.ray_constants as ray_constants
     from common.sweep import ray_runner
     calls = {}
     monkeypatch.setattr(ray, 'init', lambda **kwargs: calls.update(kwargs))
     monkeypatch.setattr(ray_runner, '_probe', lambda *args: None)
-    for key in ray_runner.LOCAL_GUARD_ENV:
-        monkeypatch.delenv(key, raising=False)        # put back as it was afterwards
+    monkeypatch.setattr(ray_runner, 'head_on_loopback_only', lambda port: loopback_only)
+    for key in ray_runner.LOCAL_GUARD_ENV:      # recorded, so that teardown puts each back as it was
+        monkeypatch.setenv(key, 'recorded')
+        monkeypatch.delenv(key)
     monkeypatch.setattr(ray_constants, 'ENABLE_RAY_CLUSTER', True)
-    ray_runner.start_ray('127.0.0.1:6379', connect_timeout=5)
-    assert calls['address'] == '127.0.0.1:6379' and calls['_node_ip_address'] == '127.0.0.1'
-    assert ray_constants.ENABLE_RAY_CLUSTER is False and os.environ['RAY_USAGE_STATS_ENABLED'] == '0'
-    calls.clear()
-    for key in ray_runner.LOCAL_GUARD_ENV:
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setattr(ray_constants, 'ENABLE_RAY_CLUSTER', True)
-    ray_runner.start_ray('head.invalid:6379', connect_timeout=5)
-    assert calls['address'] == 'head.invalid:6379' and '_node_ip_address' not in calls
-    assert ray_constants.ENABLE_RAY_CLUSTER is True and 'RAY_USAGE_STATS_ENABLED' not in os.environ
+    ray_runner.start_ray(address, connect_timeout=5)
+    assert calls['address'] == address
+    assert ('_node_ip_address' in calls) == joins_on_loopback == (not ray_constants.ENABLE_RAY_CLUSTER)
+    assert ('RAY_USAGE_STATS_ENABLED' in os.environ) == joins_on_loopback
     assert ray_runner.host_and_port('ray://[::1]:10001') == ('::1', 10001)
     assert ray_runner.host_and_port('auto') is None

@@ -9,7 +9,9 @@ the sweep joins an existing cluster (`ray start --head` on one machine, `ray sta
 at the same path on every machine (a shared filesystem). A cluster that cannot be
 reached within ``connect_timeout`` seconds stops the sweep with exit code 2 and what
 was tried (Ray itself would retry for ever). A loopback address (127.0.0.1:PORT,
-localhost:PORT: every node on this machine) joins on loopback, with the local guards.
+localhost:PORT) of a head that answers on no other address of this machine (its nodes
+run on loopback) is joined on loopback, with the local guards; Ray alone would look
+for it at this machine's network address and retry for ever.
 
 Each run is one task needing ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs
 (fractions pack several runs on one GPU); Ray reruns a task whose worker or machine
@@ -17,10 +19,12 @@ died (``max_retries``), and the task resumes from the run folder. Ctrl-C cancels
 tasks: each sends its train.py SIGTERM, which writes a checkpoint; a second Ctrl-C
 stops waiting for them.
 """
+import fcntl
 import ipaddress
 import logging
 import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -45,8 +49,9 @@ RAY_SET_ENV = ('OMP_NUM_THREADS',)
 CONNECT_TIMEOUT_S = 30.0   # --connect-timeout's default
 CONNECT_FIXES = ('the usual causes: the head is not started (`ray start --head --port PORT` on it), '
                  'a wrong host or port (the head prints the address to join), or a firewall between '
-                 'this machine and the head; a cluster whose nodes all run on this machine is joined '
-                 'at 127.0.0.1:PORT. --connect-timeout sets how long to try')
+                 'this machine and the head; a head on this machine answers at 127.0.0.1:PORT. '
+                 '--connect-timeout sets how long to try')
+SIOCGIFADDR = 0x8915
 
 
 class ClusterUnreachable(RuntimeError):
@@ -71,17 +76,46 @@ def is_loopback(host):
         return False
 
 
+def own_addresses():
+    """This machine's IPv4 addresses but loopback, read from its interfaces (Linux; no
+    traffic)."""
+    found = []
+    for _, name in socket.if_nameindex():
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                packed = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, struct.pack('256s', name.encode()[:15]))
+        except OSError:   # no IPv4 address on it
+            continue
+        address = socket.inet_ntoa(packed[20:24])
+        if not ipaddress.ip_address(address).is_loopback:
+            found.append(address)
+    return found
+
+
+def head_on_loopback_only(port):
+    """Whether the head at 127.0.0.1:``port`` answers on none of this machine's other
+    addresses: then its nodes run on loopback, and the driver must join there."""
+    for address in own_addresses():
+        try:
+            socket.create_connection((address, port), timeout=1.0).close()
+            return False
+        except OSError:
+            continue
+    return True
+
+
 def start_ray(address=None, num_cpus=None, num_gpus=None, connect_timeout=CONNECT_TIMEOUT_S):
     """Start a local Ray (address None) or join a cluster; returns the env to restore in
     train.py. Raises ClusterUnreachable when the cluster does not answer in time."""
     restore = {key: os.environ.get(key) for key in RAY_SET_ENV}
     target = host_and_port(address) if address is not None else None
-    on_loopback = address is None or (target is not None and is_loopback(target[0]))
+    if target is not None:
+        _probe(address, *target, connect_timeout)
+    on_loopback = address is None or (target is not None and is_loopback(target[0])
+                                      and head_on_loopback_only(target[1]))
     if on_loopback:
         restore.update({key: os.environ.get(key) for key in LOCAL_GUARD_ENV})
         os.environ.update(LOCAL_GUARD_ENV)
-    if target is not None:
-        _probe(address, *target, connect_timeout)
     import ray
     if on_loopback:
         # Read once when Ray is imported: a Ray imported before this (in a test, say) would
@@ -116,8 +150,11 @@ def _join(address, timeout, **kwargs):
     under way cannot be stopped, so a watchdog ends the process (exit code 2, with what
     was tried) if it has not joined by then."""
     import ray
+    decided = threading.Lock()   # whoever takes it first, the join or the watchdog, decides
 
     def give_up():
+        if not decided.acquire(blocking=False):
+            return                 # joined meanwhile
         print(f'error: cannot reach the Ray cluster at {address}: its port answers, but joining it '
               f'(ray.init) did not finish within {timeout:g} s; {CONNECT_FIXES}', file=sys.stderr,
               flush=True)
@@ -132,6 +169,8 @@ def _join(address, timeout, **kwargs):
         raise ClusterUnreachable(f'cannot join the Ray cluster at {address}: {e}; {CONNECT_FIXES}') from e
     finally:
         watchdog.cancel()
+    if not decided.acquire(blocking=False):   # the watchdog is exiting the process
+        threading.Event().wait()
 
 
 # Held by `sweep run` while it runs (common.locks): a second `sweep run` of the same

@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from common import REPO_ROOT, locks, runstate
 from common.sweep import runstatus
@@ -164,22 +165,37 @@ def run_once(spec, argv, env, attempt, output_path, history):
             raise
 
 
+def held_run_lock(run_dir):
+    """A run lock (train_NN.lock) of the folder that a live train.py holds, or None: the
+    newest run's, or one a train.py took for a new run before writing its logs."""
+    for path in sorted(Path(run_dir).glob('train_*.lock'), reverse=True):
+        if locks.is_held(path):
+            return path
+    return None
+
+
 def wait_for_previous_writer(spec, output_path, attempt=0, history=()):
-    """Until no train.py holds the lock of the run's newest log index (an earlier attempt
-    still checkpointing after its worker died, or a train.py started by hand): however
-    long that one runs, never beside it. While it waits, the run's state is 'waiting',
-    naming the holder (for `status` and the display), and its output says so."""
-    files = runstate.latest_run(spec.run_dir)
-    if files is None or not locks.is_held(files.lock_file):
+    """Until no train.py holds a lock of the run folder (an earlier attempt still
+    checkpointing after its worker died, or a train.py started by hand): however long
+    that one runs, never beside it. While it waits, the run's state is 'waiting', naming
+    the holder (for `status` and the display), and its output says so; stopped while
+    waiting (Ctrl-C on the sweep), the state says 'stopped'."""
+    held = held_run_lock(spec.run_dir)
+    if held is None:
         return
-    message = (f'waiting for another train.py to stop writing run {files.index:02d} '
-               f'({locks.holder(files.lock_file)}): an earlier attempt still checkpointing, '
-               'or a run started by hand')
+    message = (f'waiting for another train.py to stop writing run {held.stem.split("_")[-1]} '
+               f'({locks.holder(held)}): an earlier attempt still checkpointing, or a run started by hand')
     with open(output_path, 'a') as out:
         out.write(f'### {message}\n')
     runstatus.write_state(spec.run_dir, state='waiting', attempt=attempt, message=message, **dict(history))
-    while not locks.wait_until_free(files.lock_file, WAIT_POLL_S * 10, poll=WAIT_POLL_S):
-        pass
+    try:
+        while held is not None:
+            locks.wait_until_free(held, WAIT_POLL_S * 10, poll=WAIT_POLL_S)
+            held = held_run_lock(spec.run_dir)
+    except BaseException:
+        runstatus.write_state(spec.run_dir, state='stopped', attempt=attempt,
+                              message='stopped by the sweep while waiting for another train.py', **dict(history))
+        raise
 
 
 def run_to_completion(spec, retries, gpus_per_run, restore_env):
@@ -221,8 +237,10 @@ def run_to_completion(spec, retries, gpus_per_run, restore_env):
             continue
         if code == runstate.BUSY_EXIT:
             # Another train.py took the lock between the wait and this start: not a
-            # failure of this run, nor an attempt; wait for that one to exit, then go on.
+            # failure of this run, nor an attempt; wait for that one to exit, then go on
+            # (a pause first, in case it held the lock only for an instant).
             attempt -= 1
+            time.sleep(WAIT_POLL_S)
             continue
         message = failure_message(output_path, start)
         if code in STOPPED_EXITS:

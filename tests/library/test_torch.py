@@ -296,8 +296,9 @@ def test_the_default_selection_leaves_out_what_cannot_take_the_term():
     serves every regulariser (MHE and RP take no P steps)."""
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten(),
                           nn.Linear(8, 4), nn.Linear(4, 1))
-    with pytest.warns(UserWarning, match=r"left out of the regulariser: '0' \(d=27 < pd=30.*'5' \(1 neuron"):
+    with pytest.warns(UserWarning, match=r"left out of the regulariser: '0' \(d=27 < pd=30.*'5' \(1 neuron") as said:
         reg = ct.AdversarialProjection(model, pd=30)
+    assert said[0].filename == __file__      # attributed to the line that made it
     assert reg.layer_names == ['2']
     with pytest.raises(ValueError, match='pd=30 is larger than the dimension d=27'):
         ct.AdversarialProjection(model, pd=30, layers=['0', '2'])
@@ -317,3 +318,23 @@ def test_arguments_are_checked_with_the_fix():
     with pytest.raises(ValueError, match="no layer 'fc' here; the layers: 3"):
         reg.projection('fc')
     assert ct.MHE(model, layers='3').layer_names == ['3']       # one name, not its letters
+
+
+def test_backward_under_autocast_stays_in_full_precision():
+    """loss.backward() called inside an autocast block (PyTorch advises against it): the
+    energy's written-out gradient is computed in float32 as the forward pass, equal to the
+    gradient outside autocast (AdvP's look-ahead goes through PyTorch's own backward ops,
+    which autocast does touch); a second-order gradient through it is refused, not wrong."""
+    torch.manual_seed(3)
+    layer = nn.Linear(32, 8)
+    with torch.no_grad():
+        layer.weight[1] = layer.weight[0] + 1e-4 * torch.randn(32)    # two nearly parallel neurons
+    for reg in (ct.MHE(nn.Sequential(layer)), ct.MHE(nn.Sequential(layer), half_space=True)):
+        (want,) = torch.autograd.grad(reg(), layer.weight)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            (got,) = torch.autograd.grad(reg(), layer.weight)
+        assert torch.equal(got, want), type(reg).__name__
+    W = ct.neurons(layer.weight.detach().double()).requires_grad_()
+    (g,) = torch.autograd.grad(ct.hyperspherical_energy(W, '2', True), W, create_graph=True)
+    with pytest.raises(RuntimeError, match='differentiated twice|once_differentiable|does not require grad'):
+        torch.autograd.grad(g.sum(), W)

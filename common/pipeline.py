@@ -74,8 +74,8 @@ def train_batch(images, labels, seed, iteration, batch_size=128):
 
 class TrainBatches:
     """``train_batch(images, labels, seed, iteration, batch_size)`` for any iteration,
-    the same arrays bit for bit, at GPU speed (about 0.15 ms per batch of 128 on one
-    idle core of the development machine, against 3.4 ms).
+    the same arrays bit for bit, many times faster than ``train_batch`` (bench/feed.py
+    measures both: bench/results/feed.md).
 
     The training set is padded once (symmetric, ``[n, h + 2 pad, w + 2 pad, c]``)
     and kept a second time mirrored left-right: 3.1x the images' memory, 480 MB

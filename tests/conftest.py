@@ -8,10 +8,9 @@ from pathlib import Path
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # TensorFlow in this process and the processes it starts:
 # - one thread per pool: make test runs two workers on two cores, and TensorFlow's
-#   spinning pools of two threads each then only get in each other's way (10 % slower,
-#   measured);
+#   spinning pools of two threads each then only get in each other's way;
 # - no graph optimisation (common.training.session_config): each new session call of a
-#   small CPU graph starts seconds sooner (an AdvP test run: 9-12 s instead of 14-17 s).
+#   small CPU graph starts seconds sooner.
 #   The end-to-end train.py runs (test_train_entry.py) and the one-call P-step parity
 #   (test_feed.py) run with it, as a user's run does.
 TEST_TF_ENV = {'TF_NUM_INTRAOP_THREADS': '1', 'TF_NUM_INTEROP_THREADS': '1', 'COMHE_GRAPPLER': '0'}

@@ -53,19 +53,20 @@ def hyperspherical_energy(W, power='2', half_space=False):
 
 
 def _check_counts(W, pd, pn, pnd):
-    _projections.check_projection(W, pd)
+    """RP's counts for ``W`` -> (pd, pn, pnd) as ints."""
+    pd = _projections.check_projection(W, pd)
     pn, pnd = _projections.static_int('pn', pn), _projections.static_int('pnd', pnd, 0)
     n = W.shape[-1]
     if num_projections(n, pn, pnd) < 1:
         raise ValueError(f'pnd={pnd} leaves a layer of {n} neurons without a projection; use pnd <= {n}')
+    return pd, pn, pnd
 
 
 def random_projection_term(key, W, pd=40, pn=20, pnd=0):
     """RP: mean over ``T`` Gaussian ``P_t [pd, d]`` drawn from ``key`` (``T = pn``, or
     ``N // pnd`` when ``pnd > 0``) of the half-space energy of ``P_t W``."""
     W = _float(W)
-    _check_counts(W, pd, pn, pnd)
-    pd, pn, pnd = int(pd), int(pn), int(pnd)
+    pd, pn, pnd = _check_counts(W, pd, pn, pnd)
     T = num_projections(W.shape[-1], pn, pnd)
     draws = jax.random.normal(key, (T, pd, W.shape[0]), W.dtype)
     return _projections.random_projection_term(W, draws)
@@ -74,8 +75,8 @@ def random_projection_term(key, W, pd=40, pn=20, pnd=0):
 def init_projection(key, W, pd):
     """A learned ``P [pd, d]`` for ``W [d, N]``: N(0, 1), as the release."""
     W = _float(W)
-    _projections.check_projection(W, pd)
-    return jax.random.normal(key, (int(pd), W.shape[0]), W.dtype)
+    pd = _projections.check_projection(W, pd)
+    return jax.random.normal(key, (pd, W.shape[0]), W.dtype)
 
 
 def lookahead(variant, W, P, lr, lookahead_decay=False):

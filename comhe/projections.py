@@ -37,19 +37,21 @@ def num_projections(n_neurons, pn, pnd):
 
 def static_int(name, value, minimum=1):
     """``value`` as a Python int >= ``minimum`` (NumPy integers too), or a ValueError that says
-    it must be static (a shape: under ``jax.jit`` a Python int, not a traced argument)."""
+    so; it sets a shape or a loop's length, so under ``jax.jit`` it must be static, not a
+    traced argument."""
     try:
         number = None if isinstance(value, bool) else operator.index(value)
     except TypeError:
         number = None
     if number is None or number < minimum:
-        raise ValueError(f'{name} must be an integer >= {minimum} (a Python int, static under jax.jit: '
-                         f'it sets a shape), got {value!r}')
+        raise ValueError(f'{name} must be an integer >= {minimum} (a Python or NumPy int, static under '
+                         f'jax.jit), got {value!r}')
     return number
 
 
 def check_projection(W, pd, what='W'):
-    """A layer ``W [d, N]`` that a ``pd``-dimensional projection can compress."""
+    """A layer ``W [d, N]`` that a ``pd``-dimensional projection can compress -> ``pd`` as
+    an int."""
     check_weight_matrix(W)
     d = W.shape[-2]
     pd = static_int('pd', pd)
@@ -57,6 +59,7 @@ def check_projection(W, pd, what='W'):
         raise ValueError(f'pd={pd} is larger than the dimension d={d} of the neurons of {what} '
                          f'{tuple(W.shape)}: a projection must compress; use pd <= {d}, or leave '
                          'that layer out (or give it plain MHE)')
+    return pd
 
 
 def random_projection_term(W, draws):
@@ -187,8 +190,8 @@ class _Descent:
         self.ops = ops
         self.stacked = len(Ps) > 1
         W = ops.stack(Ws) if self.stacked else Ws[0]
-        P = ops.stack([ops.as_tensor(P, like=W) for P in Ps]) if self.stacked else Ps[0]
-        self.P = ops.stop_gradient(ops.as_tensor(P, like=W))
+        Ps = [ops.as_tensor(P, like=W) for P in Ps]
+        self.P = ops.stop_gradient(ops.stack(Ps) if self.stacked else Ps[0])
         self.W = ops.stop_gradient(W)
         pd, d = self.P.shape[-2:]
         n = self.W.shape[-1]

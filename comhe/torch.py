@@ -27,7 +27,6 @@ take ``W [d, N]`` (``neurons(weight, layout)`` makes it).
 NaN weights give a NaN term (never a finite number): check the loss, as for any
 NaN in training.
 """
-import operator
 import re
 import sys
 import warnings
@@ -77,11 +76,10 @@ def neurons(weight, layout='linear'):
         axis = layout
     else:
         raise TypeError(f'layout must be a layout name or an int axis, got {layout!r}')
-    if not (weight.is_floating_point()):
+    if not weight.is_floating_point():
         raise TypeError(f'weight must be floating point, got {weight.dtype}: cast it first '
                         '(an integer tensor has no gradient)')
-    W = _energy.neurons_as_columns(weight, axis)
-    return W.float() if W.dtype in _HALF else W
+    return _float(_energy.neurons_as_columns(weight, axis))
 
 
 def _float(W):
@@ -122,6 +120,11 @@ def descend_projections(variant, Ps, Ws, lr, iters, form='auto'):
         return _projections.descend_projections(variant, list(Ps), [_float(W) for W in Ws], lr, iters, form)
 
 
+def _layout_of(module):
+    """The layout name of a Linear/Conv/ConvTranspose module (or a subclass), else None."""
+    return next((layout for cls, layout in _MODULE_LAYOUTS.items() if isinstance(module, cls)), None)
+
+
 class _Layer:
     """One regularised weight: where it lives, and its layout."""
 
@@ -147,7 +150,7 @@ def _find_layers(model, layers, neuron_axes, pd=None):
     named = dict(model.named_modules())
     found = []
     if layers is None:
-        chosen = [(name, m) for name, m in named.items() if isinstance(m, tuple(_MODULE_LAYOUTS))
+        chosen = [(name, m) for name, m in named.items() if _layout_of(m) is not None
                   and getattr(m, 'weight', None) is not None]
     else:
         if isinstance(layers, (str, nn.Module)):
@@ -166,7 +169,7 @@ def _find_layers(model, layers, neuron_axes, pd=None):
                 raise ValueError(f'layers takes module names or modules of the model, got {item!r}')
     for name, module in chosen:
         name = name or '(model)'
-        kind = next((layout for cls, layout in _MODULE_LAYOUTS.items() if isinstance(module, cls)), None)
+        kind = _layout_of(module)
         if kind is None:
             raise ValueError(f'{name!r} is a {type(module).__name__}: its neurons cannot be told from its '
                              "type; name its weight in neuron_axes instead, e.g. {'" + name + ".weight': 0}")
@@ -180,7 +183,7 @@ def _find_layers(model, layers, neuron_axes, pd=None):
             raise ValueError(f'the model has no parameter named {pname!r}')
         owner, _, attr = pname.rpartition('.')
         module = named[owner]
-        kind = next((layout for cls, layout in _MODULE_LAYOUTS.items() if isinstance(module, cls)), None)
+        kind = _layout_of(module)
         if kind is not None and attr == 'weight' and LAYOUTS[kind][1] != axis % params[pname].dim():
             raise ValueError(f'{pname!r} belongs to a {type(module).__name__}, whose neurons are on axis '
                              f'{LAYOUTS[kind][1]}, not {axis}: drop it from neuron_axes')
@@ -219,16 +222,6 @@ def _user_stacklevel():
     while frame is not None and frame.f_code.co_filename == __file__:
         frame, level = frame.f_back, level + 1
     return level
-
-
-def _positive_int(name, value, minimum=1):
-    try:
-        number = operator.index(value) if not isinstance(value, bool) else None
-    except TypeError:
-        number = None
-    if number is None or number < minimum:
-        raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
-    return number
 
 
 def _number(name, value):
@@ -302,10 +295,10 @@ class RandomProjection(_Regularizer):
     compiles."""
 
     def __init__(self, model, pd=40, pn=20, pnd=0, weight=1.0, seed=0, layers=None, neuron_axes=None):
-        pd = _positive_int('pd', pd)
+        pd = _projections.static_int('pd', pd)
         super().__init__(model, weight, layers, neuron_axes, pd)
-        self.pd, self.pn = pd, _positive_int('pn', pn)
-        self.pnd, self.seed = _positive_int('pnd', pnd, 0), _positive_int('seed', seed, 0)
+        self.pd, self.pn = pd, _projections.static_int('pn', pn)
+        self.pnd, self.seed = _projections.static_int('pnd', pnd, 0), _projections.static_int('seed', seed, 0)
         for layer in self._layers:
             n = layer.matrix().shape[1]
             if num_projections(n, self.pn, self.pnd) < 1:
@@ -343,12 +336,12 @@ class _LearnedProjection(_Regularizer):
     variant = None
 
     def __init__(self, model, pd, iters, weight, seed, form, lookahead_decay, layers, neuron_axes):
-        pd = _positive_int('pd', pd)
+        pd = _projections.static_int('pd', pd)
         super().__init__(model, weight, layers, neuron_axes, pd)
         if form not in FORMS:
             raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
-        self.pd, self.iters = pd, _positive_int('iters', iters, 0)
-        self.seed, self.form = _positive_int('seed', seed, 0), form
+        self.pd, self.iters = pd, _projections.static_int('iters', iters, 0)
+        self.seed, self.form = _projections.static_int('seed', seed, 0), form
         self.lookahead_decay = bool(lookahead_decay)
         generator = torch.Generator().manual_seed(seed)
         first = self._layers[0].matrix()

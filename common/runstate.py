@@ -75,6 +75,12 @@ def new_run(run_dir):
     return RunFiles(Path(run_dir), runlog.next_log_index(run_dir))
 
 
+def run_locks(run_dir):
+    """The run locks (``RunFiles.lock_file``) in a configuration folder, newest index first:
+    those of runs with logs and any a train.py took for a new run before writing them."""
+    return sorted(Path(run_dir).glob('train_*.lock'), reverse=True)
+
+
 def latest_run(run_dir):
     """The newest run of a configuration folder, or None."""
     if not Path(run_dir).is_dir():

@@ -38,7 +38,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from common import REPO_ROOT, locks, runstate
 from common.sweep import runstatus
@@ -168,10 +167,7 @@ def run_once(spec, argv, env, attempt, output_path, history):
 def held_run_lock(run_dir):
     """A run lock (train_NN.lock) of the folder that a live train.py holds, or None: the
     newest run's, or one a train.py took for a new run before writing its logs."""
-    for path in sorted(Path(run_dir).glob('train_*.lock'), reverse=True):
-        if locks.is_held(path):
-            return path
-    return None
+    return next((path for path in runstate.run_locks(run_dir) if locks.is_held(path)), None)
 
 
 def wait_for_previous_writer(spec, output_path, attempt=0, history=()):

@@ -17,7 +17,7 @@ DEFAULTS = dict(pd=30, pn=1, iters=10, random_seed=3456)   # the original releas
 
 def comhe_term(flags):
     """The AdvP term of one hidden layer's filters W [d, N]."""
-    from common.projections import learned_projection_term
+    from common.paper.projections import learned_projection_term
     return lambda W, ctx: learned_projection_term(W, flags.pd, ctx.lr, 'adversarial',
                                                      flags.iters)
 

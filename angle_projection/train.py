@@ -17,7 +17,7 @@ DEFAULTS = dict(pd=30, pn=1, iters=1, lookahead_decay=False)   # the original re
 
 def comhe_term(flags):
     """The AP term of one hidden layer's filters W [d, N]."""
-    from common.projections import learned_projection_term
+    from common.paper.projections import learned_projection_term
     return lambda W, ctx: learned_projection_term(W, flags.pd, ctx.lr, 'angle', flags.iters,
                                                   flags.lookahead_decay)
 

@@ -14,7 +14,7 @@ network and protocol, not this code); the input pipeline's target is twice that.
    per iteration) and new (``TrainBatches``) in alternating blocks; and each
    batch function alone in the calling thread.
 2. Hand-over: with the prefetcher's queue full, how long next() takes.
-3. The training loop: ``common.training.train`` in this process, on random
+3. The training loop: ``common.tf1_engine.training.train`` in this process, on random
    data at a small width (a step of milliseconds, as on a GPU, not the 0.55 s
    of the full network on this CPU), for RP, AP, AdvP and the MHE rows
    (baseline, half_mhe), with the current and the old loop. Every session call

@@ -18,9 +18,10 @@ import tensorflow.compat.v1 as tf
 from bench import legacy
 from bench.gpu_kernels import ops_without_gpu_kernel
 from bench.machine import MachineLoad
-from common import config, loop, training
-from common.pipeline import TrainBatchPrefetcher, TrainBatches
-from common.projections import learned_projection_term
+from common.run import config, loop
+from common.tf1_engine import training
+from common.data.pipeline import TrainBatchPrefetcher, TrainBatches
+from common.paper.projections import learned_projection_term
 
 ROOT = Path(__file__).resolve().parent.parent
 

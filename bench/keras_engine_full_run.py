@@ -7,7 +7,7 @@
     KERAS_BACKEND=jax python bench/keras_engine_full_run.py --out DIR --quick
 
 The set: 50,000 training and 10,000 test images of 100 classes in the format of the
-python release (common.cifar_fixture: a colour and stripe pattern per class plus noise,
+python release (common.data.cifar_fixture: a colour and stripe pattern per class plus noise,
 so the run learns), written to a temporary folder with its md5s passed to train.py.
 The run: ``<variant>/train.py --engine keras`` with the protocol's defaults (75,000
 iterations, a test pass every 500, a checkpoint every 2,500), in a subprocess.
@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common.cifar_fixture import write_cifar100_archive  # noqa: E402
-from common.schedule import FULL_ITERS  # noqa: E402
+from common.data.cifar_fixture import write_cifar100_archive  # noqa: E402
+from common.paper.schedule import FULL_ITERS  # noqa: E402
 
 VARIANTS = ('random_projection', 'angle_projection', 'adversarial_projection')
 TRAIN_LINE = re.compile(r'^====iter_(\d+):')
@@ -111,7 +111,7 @@ def report(result):
         f"last iteration logged: {r['last_iteration']}; {rate}",
         f"- last test line: `{r['last_test_line']}`",
         f"- data: synthetic CIFAR-100 format, {r['train_images']} training and {r['test_images']} "
-        f"test images, 100 classes (common.cifar_fixture)",
+        f"test images, 100 classes (common.data.cifar_fixture)",
         f"- machine: {r['machine']['card']}; {r['machine']['processor']} ({r['machine']['cpus']} CPUs); "
         f"Python {r['machine']['python']}; KERAS_BACKEND={r['machine']['backend']}; {r['machine']['date']}",
     ]) + '\n'

@@ -30,7 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from common.keras_engine import engine, network, step as steps, terms as kterms  # noqa: E402
-from common.schedule import FULL_ITERS, scaled_widths  # noqa: E402
+from common.paper.schedule import FULL_ITERS, scaled_widths  # noqa: E402
 
 CONFIGS = {   # key: (label, terms, how the P steps are taken: step.descend)
     'none': ('no energy', kterms.mhe_rows('baseline', '2', 1.0, 10.0), 'joint'),
@@ -83,14 +83,14 @@ def time_test_pass(run, images):
 
 
 def loop_time(run, iterations, batch_size, ahead):
-    """ms per iteration of the real loop (common.loop.run_loop: the prefetcher's batch, the
+    """ms per iteration of the real loop (common.run.loop.run_loop: the prefetcher's batch, the
     lr, the finite checks, the log line every 100) around the engine's compiled step, on
     the run's state. ``ahead``: each step's values fetched once the next step is under way
     (the engine on a GPU); else each step waited for before the loop goes on (on a CPU)."""
     import tempfile
     from types import SimpleNamespace
 
-    from common import loop, runstate
+    from common.run import loop, runstate
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (max(1000, 4 * batch_size), 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 100, len(images))

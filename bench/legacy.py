@@ -2,7 +2,7 @@
 prefetcher and the one-call loop, kept only so that bench/feed.py can measure them
 side by side with the current ones; training never uses this module.
 
-- Batches: ``common.pipeline.train_batch`` (the definition, unchanged) for each
+- Batches: ``common.data.pipeline.train_batch`` (the definition, unchanged) for each
   iteration, in the same prefetcher thread: about 3.4 ms per batch of 128,
   the epoch's permutation recomputed for every batch.
 - The loop: ``Session.run`` with a feed dict, and for AP/AdvP two calls per
@@ -10,12 +10,12 @@ side by side with the current ones; training never uses this module.
   read P (``learned_projection_term(..., iters=0)``), as they all did then.
 - Evaluation: 100 test images per ``Session.run``.
 
-``loop`` and ``evaluate`` take the place of ``common.loop.run_loop`` and
-``common.training.evaluate`` (same arguments); ``loop`` is the current loop's
+``loop`` and ``evaluate`` take the place of ``common.run.loop.run_loop`` and
+``common.tf1_engine.training.evaluate`` (same arguments); ``loop`` is the current loop's
 bookkeeping around the old batches and session calls.
 """
-from common import pipeline
-from common.loop import run_loop
+from common.data import pipeline
+from common.run.loop import run_loop
 
 OLD_TEST_BATCH = 100
 
@@ -35,7 +35,7 @@ def evaluate(calls, images, labels):
 
 def loop(flags, train_step, files, start, train_x, train_y, scalars, checkpoint, test_line,
          has_energy=True):
-    """``common.loop.run_loop`` as the old loop ran it: each iteration's batch made by
+    """``common.run.loop.run_loop`` as the old loop ran it: each iteration's batch made by
     ``train_batch``, and its step as ``Session.run`` calls with a feed dict (AP/AdvP: the
     P steps, then the main step). The loop's bookkeeping is the same as it was."""
     calls = train_step.__self__          # training.SessionCalls.train

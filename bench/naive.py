@@ -1,7 +1,7 @@
 """The CoMHE terms written the straightforward way, as the authors' release did.
 
-Only for bench/step_time.py: the baseline the batched ops of common/energy.py
-and common/projections.py are measured against. Same mathematics (docs/protocol.md
+Only for bench/step_time.py: the baseline the batched ops of common/paper/energy.py
+and common/paper/projections.py are measured against. Same mathematics (docs/protocol.md
 sections 1 and 3), the release's structure:
 
 - the half space as the explicit 2N vectors ``[W, -W]`` and their 2N x 2N
@@ -15,7 +15,7 @@ The random projections are drawn by TensorFlow's own normal sampler, one op
 per layer sliced per projection in the loop (the release drew one
 ``tf.random_normal`` per projection: the same sampler, as many values). Fed
 True, the graph's SAME_DRAWS placeholder switches them to our draws
-(common.projections.random_projection_draws), so that the loss values can be
+(common.paper.projections.random_projection_draws), so that the loss values can be
 checked against ours on the very same projections. The learned P of AP/AdvP
 are the same variables (same names, same collections) with the same
 objectives, so the training loop's P steps and the weights carry over.
@@ -24,7 +24,7 @@ Power '2' only: the kernel of CoMHE and of the half_mhe baseline in the benchmar
 """
 import tensorflow.compat.v1 as tf
 
-from common.projections import (P_OBJECTIVE_COLLECTION, P_DECAY_SCALE, WEIGHT_DECAY,
+from common.paper.projections import (P_OBJECTIVE_COLLECTION, P_DECAY_SCALE, WEIGHT_DECAY,
                                 projection_variable, random_projection_draws)
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import tensorflow.compat.v1 as tf
 
 from bench import naive
-from common import config
-from common.energy import hyperspherical_energy
-from common.model import comhe_first_term, comhe_score_term
-from common.projections import random_projection_draws
+from common.run import config
+from common.paper.energy import hyperspherical_energy
+from common.paper.model import comhe_first_term, comhe_score_term
+from common.paper.projections import random_projection_draws
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +65,7 @@ def _advp_products(flags):
     """Floor of AdvP: its products with W (10 P steps, in the same form as ours,
     the look-ahead and its second derivative) with a sum of squares in place of
     every energy."""
-    from common import projections
+    from common.paper import projections
 
     def term(W, ctx):
         P = projections.projection_variable(W.shape.as_list()[0], flags.pd)

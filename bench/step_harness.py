@@ -12,11 +12,11 @@ import tensorflow.compat.v1 as tf
 from bench import naive
 from bench.machine import MachineLoad
 from bench.step_configs import configs
-from common import data, pipeline
-from common.cifar_fixture import write_cifar100_archive
-from common.energy import hyperspherical_energy
-from common.projections import PROJECTION_COLLECTION
-from common.training import build_graph, session_config
+from common.data import cifar, pipeline
+from common.data.cifar_fixture import write_cifar100_archive
+from common.paper.energy import hyperspherical_energy
+from common.paper.projections import PROJECTION_COLLECTION
+from common.tf1_engine.training import build_graph, session_config
 
 LOSS_KEYS = ('fit', 'reg', 'thom', 'thomf')
 LR = 0.1   # the schedule's first value
@@ -65,7 +65,7 @@ class Built:
                         self.g.train_op]
 
     def step(self, feed=None, extra=None):
-        """One training iteration as common.training.train runs it: its P steps,
+        """One training iteration as common.tf1_engine.training.train runs it: its P steps,
         then the main step. -> (seconds, seconds of the P steps, the four losses).
         ``extra``: more feeds, {tensor name: value}."""
         extra = {self.graph.get_tensor_by_name(k): v for k, v in (extra or {}).items()}
@@ -232,7 +232,7 @@ def scaling(args, log):
 def fixture_dataset(args, tmp):
     """CIFAR-format fixture through the real loader, tiled to the CIFAR-100 training size."""
     info = write_cifar100_archive(tmp, n_train=args.fixture_images, n_test=100, n_classes=100, seed=0)
-    train_x, train_y, _, _ = data.load_cifar100(tmp, archive_md5=info['archive_md5'],
+    train_x, train_y, _, _ = cifar.load_cifar100(tmp, archive_md5=info['archive_md5'],
                                                 file_md5=info['file_md5'], download=False)
     reps = -(-args.train_images // len(train_x))
     return np.tile(train_x, (reps, 1, 1, 1))[:args.train_images], \

@@ -6,7 +6,7 @@ Four measurements, in one process, with the timings of different graphs
 interleaved (round-robin, one step of each graph per round) so that a
 machine whose load drifts treats every configuration alike:
 
-1. Step time of the real training graph (common.training.build_graph, batch
+1. Step time of the real training graph (common.tf1_engine.training.build_graph, batch
    128 of random images, the same batch every step) for: no energy,
    half-space MHE (docs/protocol.md section 8's half_mhe, power '2'), RP (pd 40, pn 20),
    AP (pd 30, iters 1), AdvP (pd 30, iters 10); each with our terms (the
@@ -28,7 +28,7 @@ machine whose load drifts treats every configuration alike:
    backward, ours against naive, for N in 256, 1024, 4096 and d in 1152, 4608.
 3. End to end: the training loop's per-iteration work (the real
    TrainBatchPrefetcher over CIFAR-format fixture data, written with
-   common.cifar_fixture and loaded with common.data) against the same steps
+   common.data.cifar_fixture and loaded with common.data.cifar) against the same steps
    fed one fixed batch: images/s of each.
 4. The machine, and how busy the rest of it was while this ran.
 

@@ -1,4 +1,4 @@
-"""Hyperspherical energies: the math of the reproduction's common/energy.py
+"""Hyperspherical energies: the math of the reproduction's common/paper/energy.py
 (docs/protocol.md section 1), written once for PyTorch tensors, JAX arrays and
 Keras 3 (``comhe.namespaces`` supplies the operations of each).
 
@@ -8,7 +8,7 @@ projections of one layer) goes through the same batched ops, no Python loop.
     n_i  = sqrt(sum_k W[k,i]^2 + 1e-4),   c_ij = W_i . W_j / (n_i n_j)
     E(W) = sum_{i<j} f(c_ij) / (N (N-1) / 2)
 
-with the six kernels ``f`` of common/energy.py. The half-space energy (of
+with the six kernels ``f`` of common/paper/energy.py. The half-space energy (of
 ``[W, -W]``) comes from the N x N Gram alone, as there.
 
 Power '2' (CoMHE's kernel) has its gradient written out
@@ -25,7 +25,7 @@ from comhe.namespaces import namespace_of
 
 POWERS = ('0', '1', '2', 'a0', 'a1', 'a2')
 
-# The guards of common/energy.py, with the same values (see its comments).
+# The guards of common/paper/energy.py, with the same values (see its comments).
 NORM_EPS = 1e-4      # inside the square root, as in the original release
 ANGLE_EPS = 1e-4     # added to acos(c)/pi in the angular kernels
 DIST_FLOOR = 1e-7    # floor of 2 - 2c (full space) and of 1 - c^2 (half space, power '2')

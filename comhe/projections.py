@@ -1,5 +1,5 @@
 """The three CoMHE terms of one layer (docs/protocol.md section 3), the math of the
-reproduction's common/projections.py, written once for PyTorch, JAX and Keras 3.
+reproduction's common/paper/projections.py, written once for PyTorch, JAX and Keras 3.
 
 Each projects the neurons ``W [d, N]`` with ``P [pd, d]`` and takes the
 half-space energy (power '2') of ``P W``:
@@ -137,7 +137,7 @@ def descent_costs(pd, d, n, iters):
 
 def descend_projection(variant, P, W, lr, iters, form='auto'):
     """P after ``iters`` plain gradient steps at rate ``lr`` on its own objective
-    (W held fixed), as common.projections.descend_projection:
+    (W held fixed), as common.paper.projections.descend_projection:
 
         P_{k+1} = a P_k - lr G_k W^T,   a = 1 - lr P_DECAY,   G_k = d objective / dQ at P_k W
 

@@ -1,12 +1,12 @@
 """What every train.py does: parse and check its flags, select the GPU, then
-import TensorFlow (through ``common.training``) and train.
+import TensorFlow (through ``common.tf1_engine.training``) and train.
 
-It sits above ``common.config`` (flags) and ``common.training`` (the graph and
+It sits above ``common.run.config`` (flags) and ``common.tf1_engine.training`` (the graph and
 loop), so that neither of those imports the other.
 """
 import sys
 
-from common import config
+from common.run import config
 
 
 def main(description, variant, variant_defaults, energy_terms, argv=None, keras_terms=None):
@@ -23,7 +23,7 @@ def main(description, variant, variant_defaults, energy_terms, argv=None, keras_
             return keras_train(flags, config.run_name(flags), keras_terms(flags))
         terms = energy_terms(flags)
         terms = terms if isinstance(terms, dict) else dict(hidden_term=terms)
-        from common.training import train
+        from common.tf1_engine.training import train
         return train(flags, config.run_name(flags), **terms)
     except KeyboardInterrupt:
         # Only before the loop starts: inside it, SIGINT checkpoints and stops cleanly.

@@ -9,8 +9,8 @@ keeps ``--n_train`` images for training and all the others for testing.
 
 Every method is trained through the real entry points: their modules are
 loaded as ``tests/conftest.py`` does, their flags come from
-``common.config.build_parser`` with each entry point's DEFAULTS, and
-``common.training.train`` runs in this process (TensorFlow imported once)
+``common.run.config.build_parser`` with each entry point's DEFAULTS, and
+``common.tf1_engine.training.train`` runs in this process (TensorFlow imported once)
 with ``dataset=`` the digits and ``n_class=10``. So the network, loss,
 optimiser, lr schedule, augmentation and logs are the CIFAR runs' own; only
 the data and the channel width (``--width``) differ. Methods:
@@ -23,7 +23,7 @@ the data and the channel width (``--width``) differ. Methods:
 
 each for ``--seeds`` training seeds (``--random_seed`` 0, 1, ...). Logs go to
 ``<log_dir>/<entry point>/<configuration>_seed<k>/`` in the usual format; the
-final test accuracies are read back from them with ``common.runlog``.
+final test accuracies are read back from them with ``common.run.runlog``.
 
 Writes ``<out>/digits.md`` (markdown table, command, machine),
 ``<out>/digits.png`` (bar chart, mean and standard deviation over seeds, each
@@ -50,7 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from common import REPO_ROOT, config, runlog  # noqa: E402  (no TensorFlow here)
+from common import REPO_ROOT  # noqa: E402  (no TensorFlow here)
+from common.run import config, runlog  # noqa: E402
 
 # label -> (entry point folder, extra flags). The order is the table's.
 METHODS = {
@@ -179,7 +180,7 @@ def energy_terms(module, flags):
 
 def run_one(method, seed, args, dataset):
     """Train one method with one seed; returns the run's record (accuracy read from its log)."""
-    from common.training import train
+    from common.tf1_engine.training import train
     module, flags = method_flags(method, seed, args)
     name = f'{config.run_name(flags)}_seed{seed}'
     run_dir = flags.log_dir / name

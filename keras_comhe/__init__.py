@@ -1,6 +1,6 @@
 """CoMHE for any Keras 3 model, on TensorFlow, JAX and PyTorch.
 
-The reproduction's math (common/energy.py, common/projections.py: docs/protocol.md
+The reproduction's math (common/paper/energy.py, common/paper/projections.py: docs/protocol.md
 sections 1 and 3) written once in ``keras.ops``, as Keras regularisers:
 
     import keras_comhe as comhe

@@ -31,7 +31,7 @@ def energy_terms(flags):
         # cnn9 calls every hook; a hook returning None adds no term to that layer.
         return dict(hidden_term=lambda W, ctx: None, first_term=lambda W: None,
                     score_term=lambda W: None)
-    from common.energy import hyperspherical_energy
+    from common.paper.energy import hyperspherical_energy
     power, half = flags.power_s, flags.model_name == 'half_mhe'
     hidden_w, score_w = term_weights(power)
 

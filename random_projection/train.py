@@ -16,7 +16,7 @@ DEFAULTS = dict(pd=40, pn=20, pnd=0)   # the original release's
 
 def comhe_term(flags):
     """The RP term of one hidden layer's filters W [d, N]."""
-    from common.projections import num_projections, random_projection_term
+    from common.paper.projections import num_projections, random_projection_term
 
     def term(W, ctx):
         T = num_projections(W.shape[1], flags.pn, flags.pnd)

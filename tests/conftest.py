@@ -9,7 +9,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # TensorFlow in this process and the processes it starts:
 # - one thread per pool: make test runs two workers on two cores, and TensorFlow's
 #   spinning pools of two threads each then only get in each other's way;
-# - no graph optimisation (common.training.session_config): each new session call of a
+# - no graph optimisation (common.tf1_engine.training.session_config): each new session call of a
 #   small CPU graph starts seconds sooner.
 #   The end-to-end train.py runs (test_train_entry.py) and the one-call P-step parity
 #   (test_feed.py) run with it, as a user's run does.
@@ -26,8 +26,8 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 
 import loopback_only  # noqa: E402
 
-from common import cifar_fixture as cf  # noqa: E402
-from common import data  # noqa: E402
+from common.data import cifar_fixture as cf  # noqa: E402
+from common.data import cifar  # noqa: E402
 
 
 # Tests never send traffic off the machine: in this process a connection to
@@ -47,7 +47,7 @@ def no_network(monkeypatch):
 def session():
     """A session on a new graph; ops built inside the test go into that graph."""
     graph = tf.Graph()
-    from common.training import session_config
+    from common.tf1_engine.training import session_config
     with graph.as_default(), tf.Session(graph=graph, config=session_config()) as sess:
         yield sess
 
@@ -66,14 +66,14 @@ def load_entry_point(variant):
 
 def entry_flags(module, *argv):
     """The flags a train.py would parse from ``argv``."""
-    from common import config
+    from common.run import config
     return config.build_parser('', module.VARIANT, module.DEFAULTS).parse_args(list(argv))
 
 
 @pytest.fixture(scope='session')
 def cifar_fixture(tmp_path_factory):
     """A small learnable CIFAR-100-format archive and the flags that load it."""
-    from common.cifar_fixture import write_cifar100_archive
+    from common.data.cifar_fixture import write_cifar100_archive
     data_dir = tmp_path_factory.mktemp('cifar')
     info = write_cifar100_archive(data_dir, n_train=500, n_test=200, n_classes=10, seed=0)
     return ['--data_dir', str(data_dir), '--data_md5', info['data_md5']]
@@ -90,7 +90,7 @@ def fixture(tmp_path_factory):
 def loaded(fixture, tmp_path_factory):
     d = tmp_path_factory.mktemp('loaded')
     shutil.copy(fixture['archive'], d)
-    return data.load_cifar100(d, download=False, **md5s(fixture))
+    return cifar.load_cifar100(d, download=False, **md5s(fixture))
 
 
 def md5s(info):

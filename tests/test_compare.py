@@ -9,7 +9,9 @@ import sys
 import matplotlib.image as mpimg
 import numpy as np
 
-from common import REPO_ROOT, compare, runlog
+from common import REPO_ROOT
+from common.compare import summary
+from common.run import runlog
 
 REF = REPO_ROOT / 'logs' / 'authors'   # the authors' published logs, shipped with the repository
 RP = REF / 'comhe' / 'random_projection' / 'pd40_pn20'
@@ -84,7 +86,7 @@ def test_summary_csv_differences_on_synthetic_runs(tmp_path):
 def test_same_short_names_are_made_distinct(tmp_path):
     a = make_run(tmp_path / 'a', 'pd40_pn20', 0.75)
     b = make_run(tmp_path / 'b', 'pd40_pn20', 0.74)
-    runs = compare.make_names_unique(compare.load_runs([a, b]))
+    runs = summary.make_names_unique(summary.load_runs([a, b]))
     assert runs[0].name != runs[1].name
     assert [r.final_test_acc for r in runs] == [0.75, 0.74]
 
@@ -115,7 +117,7 @@ def test_plot_three_runs_and_a_reference(tmp_path):
     runs = [runlog.read_run(make_run(tmp_path / str(k), f'pd40_pn{k}', acc, seed=k))
             for k, acc in enumerate((0.75, 0.72, 0.70))]
     reference = runlog.read_run(make_run(tmp_path / 'ref', 'pd30_pn1_iter1', 0.74, n_iters=4000))
-    out = compare.plot_runs(runs, [reference], tmp_path / 'plots' / 'curves.png')
+    out = summary.plot_runs(runs, [reference], tmp_path / 'plots' / 'curves.png')
     image = mpimg.imread(out)
     assert image.shape[:2] == (500, 1200)              # 12 x 5 in at 100 dpi
     rgb = image[..., :3]
@@ -128,7 +130,7 @@ def test_plot_three_runs_and_a_reference(tmp_path):
 def test_a_run_with_one_test_line_shows_as_a_point(tmp_path):
     run = runlog.read_run(make_run(tmp_path, 'pd40_pn20', 0.1, n_iters=300))
     assert len(run.test) == 1
-    rgb = mpimg.imread(compare.plot_runs([run], [], tmp_path / 'short.png'))[..., :3]
+    rgb = mpimg.imread(summary.plot_runs([run], [], tmp_path / 'short.png'))[..., :3]
     # The left panel's middle, away from the legend (lower right): where one point sits
     # when it sets both axes' ranges; a line through one point draws nothing there.
     middle = (rgb[150:350, 150:450] * 255).astype(int)

@@ -1,4 +1,4 @@
-"""Tests of common/data.py on common/cifar_fixture.py's archive: finding, downloading (file:// and
+"""Tests of common/data/cifar.py on common/data/cifar_fixture.py's archive: finding, downloading (file:// and
 closed-port URLs only, never off the machine), verifying and loading CIFAR-100, and its errors."""
 import hashlib
 import pickle
@@ -9,9 +9,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from common import cifar_fixture as cf
-from common import data
-from common.data import DataError
+from common.data import cifar_fixture as cf
+from common.data import cifar
+from common.data.cifar import DataError
 from conftest import md5s
 
 
@@ -49,7 +49,7 @@ def write_pickles(folder, train, test):
 
 def test_fixture_archive_found_verified_extracted_loaded(fixture, tmp_path):
     shutil.copy(fixture['archive'], tmp_path)
-    tx, ty, sx, sy = data.load_cifar100(tmp_path, download=False, **md5s(fixture))
+    tx, ty, sx, sy = cifar.load_cifar100(tmp_path, download=False, **md5s(fixture))
     assert tx.shape == (500, 32, 32, 3) and sx.shape == (200, 32, 32, 3)
     assert tx.dtype == np.uint8 and sx.dtype == np.uint8
     assert ty.dtype == np.int64 and sy.dtype == np.int64
@@ -61,7 +61,7 @@ def test_fixture_archive_found_verified_extracted_loaded(fixture, tmp_path):
     assert listing(tmp_path / 'cifar-100-python') == ['meta', 'test', 'train']
     # A later run uses the extracted folder, archive or not.
     (tmp_path / 'cifar-100-python.tar.gz').unlink()
-    again = data.load_cifar100(tmp_path, urls=(closed_port_url(),), **md5s(fixture))
+    again = cifar.load_cifar100(tmp_path, urls=(closed_port_url(),), **md5s(fixture))
     assert np.array_equal(again[0], tx) and np.array_equal(again[3], sy)
 
 
@@ -76,7 +76,7 @@ def test_known_image_decodes_to_known_pixels(tmp_path):
     split = cf.fixture_split(4, 3, 0, 'train')
     split['data'][1] = np.arange(3072) % 251  # pixel value = flat channel-major index mod 251
     sums = write_pickles(tmp_path, split, cf.fixture_split(2, 3, 0, 'test'))
-    tx = data.load_cifar100(tmp_path, file_md5=sums, download=False)[0]
+    tx = cifar.load_cifar100(tmp_path, file_md5=sums, download=False)[0]
     assert tx[1, 0, 0, 0] == 0
     assert tx[1, 0, 1, 0] == 1          # next column, same row, red
     assert tx[1, 1, 0, 0] == 32         # next row
@@ -88,7 +88,7 @@ def test_original_release_layout_is_found(fixture, loaded, tmp_path):
     with tarfile.open(fixture['archive']) as tar:
         for split in ('train', 'test'):
             (tmp_path / split).write_bytes(tar.extractfile(f'cifar-100-python/{split}').read())
-    got = data.load_cifar100(tmp_path, download=False, **md5s(fixture))
+    got = cifar.load_cifar100(tmp_path, download=False, **md5s(fixture))
     for a, b in zip(got, loaded):
         assert np.array_equal(a, b)
     assert listing(tmp_path) == ['test', 'train']  # used in place, nothing extracted
@@ -96,12 +96,12 @@ def test_original_release_layout_is_found(fixture, loaded, tmp_path):
 
 def test_default_data_dir_is_data_at_repo_root():
     from common import REPO_ROOT
-    assert data.default_data_dir() == REPO_ROOT / 'data'
+    assert cifar.default_data_dir() == REPO_ROOT / 'data'
 
 
 def test_not_found_without_download(tmp_path):
     with pytest.raises(DataError) as e:
-        data.load_cifar100(tmp_path / 'nothing', download=False)
+        cifar.load_cifar100(tmp_path / 'nothing', download=False)
     msg = str(e.value)
     assert 'not found' in msg and str(tmp_path / 'nothing') in msg
     assert 'cifar-100-python.tar.gz' in msg and '--data_dir' in msg
@@ -114,7 +114,7 @@ def test_incomplete_folder_is_named(fixture, tmp_path):
         (tmp_path / 'cifar-100-python' / 'train').write_bytes(
             tar.extractfile('cifar-100-python/train').read())
     with pytest.raises(DataError, match='has train but no test') as e:
-        data.load_cifar100(tmp_path, **md5s(fixture))
+        cifar.load_cifar100(tmp_path, **md5s(fixture))
     assert 'delete' in str(e.value) and str(tmp_path / 'cifar-100-python' / 'train') in str(e.value)
 
 
@@ -123,18 +123,18 @@ def test_incomplete_folder_is_named(fixture, tmp_path):
 def test_download_tries_the_next_url(fixture, loaded, tmp_path, capsys):
     dest = tmp_path / 'new' / 'data'
     urls = (closed_port_url(), fixture['archive'].as_uri())
-    got = data.load_cifar100(dest, urls=urls, **md5s(fixture))
+    got = cifar.load_cifar100(dest, urls=urls, **md5s(fixture))
     for a, b in zip(got, loaded):
         assert np.array_equal(a, b)
     assert listing(dest) == ['cifar-100-python', 'cifar-100-python.tar.gz']
-    assert data.md5_of(dest / 'cifar-100-python.tar.gz') == fixture['archive_md5']
+    assert cifar.md5_of(dest / 'cifar-100-python.tar.gz') == fixture['archive_md5']
     assert '100%' in capsys.readouterr().err  # the progress text
 
 
 def test_no_network(tmp_path):
     url = closed_port_url()
     with pytest.raises(DataError) as e:
-        data.load_cifar100(tmp_path, urls=(url, url.replace('http:', 'https:')))
+        cifar.load_cifar100(tmp_path, urls=(url, url.replace('http:', 'https:')))
     msg = str(e.value)
     assert 'could not be downloaded' in msg and url in msg
     assert 'by hand' in msg and str(tmp_path) in msg and 'cifar-100-python.tar.gz' in msg
@@ -146,7 +146,7 @@ def test_no_network(tmp_path):
 def test_download_with_wrong_md5_leaves_nothing(fixture, tmp_path):
     url = fixture['archive'].as_uri()
     with pytest.raises(DataError) as e:
-        data.load_cifar100(tmp_path, urls=(url,), archive_md5='0' * 32,
+        cifar.load_cifar100(tmp_path, urls=(url,), archive_md5='0' * 32,
                            file_md5=fixture['file_md5'])
     msg = str(e.value)
     assert url in msg and fixture['archive_md5'] in msg and '0' * 32 in msg
@@ -160,7 +160,7 @@ def test_truncated_download_leaves_nothing(fixture, tmp_path):
     short.write_bytes(fixture['archive'].read_bytes()[:100_000])
     dest = tmp_path / 'data'
     with pytest.raises(DataError, match='md5') as e:
-        data.load_cifar100(dest, urls=(short.as_uri(),), **md5s(fixture))
+        cifar.load_cifar100(dest, urls=(short.as_uri(),), **md5s(fixture))
     assert short.as_uri() in str(e.value)
     assert listing(dest) == []
 
@@ -169,7 +169,7 @@ def test_data_dir_that_cannot_be_created(tmp_path):
     blocker = tmp_path / 'a_file'
     blocker.write_text('not a folder')
     with pytest.raises(DataError, match='cannot create the data folder .*pass --data_dir'):
-        data.load_cifar100(blocker / 'data', urls=(closed_port_url(),))
+        cifar.load_cifar100(blocker / 'data', urls=(closed_port_url(),))
 
 
 # ------------------------------------------------------------------ bad archives and pickles
@@ -177,7 +177,7 @@ def test_data_dir_that_cannot_be_created(tmp_path):
 def test_archive_in_data_dir_with_wrong_md5(fixture, tmp_path):
     shutil.copy(fixture['archive'], tmp_path)
     with pytest.raises(DataError) as e:
-        data.load_cifar100(tmp_path, archive_md5='f' * 32, file_md5=fixture['file_md5'])
+        cifar.load_cifar100(tmp_path, archive_md5='f' * 32, file_md5=fixture['file_md5'])
     msg = str(e.value)
     assert str(tmp_path / 'cifar-100-python.tar.gz') in msg and 'f' * 32 in msg
     assert 'delete it' in msg and 'by hand' in msg
@@ -195,11 +195,11 @@ def test_corrupted_archive(fixture, tmp_path, damage):
     archive.write_bytes(bytes(blob))
     # Official checksum: refused before extracting, with the flag that accepts it on purpose.
     with pytest.raises(DataError, match='has md5') as e:
-        data.load_cifar100(tmp_path, file_md5=fixture['file_md5'])
+        cifar.load_cifar100(tmp_path, file_md5=fixture['file_md5'])
     assert str(e.value).endswith(f'accepted with --data_md5 archive={hashlib.md5(blob).hexdigest()}')
     # Checksum of the damaged file itself: extraction fails, and says so.
     with pytest.raises(DataError) as e:
-        data.load_cifar100(tmp_path, archive_md5=hashlib.md5(blob).hexdigest(),
+        cifar.load_cifar100(tmp_path, archive_md5=hashlib.md5(blob).hexdigest(),
                            file_md5=fixture['file_md5'])
     msg = str(e.value)
     assert str(archive) in msg and 'cannot be extracted' in msg and 'delete' in msg
@@ -210,7 +210,7 @@ def test_archive_that_is_not_cifar(tmp_path):
     md5 = cf.pack_archive(tmp_path / 'cifar-100-python.tar.gz', {'readme.txt': b'hello'},
                           folder='something-else')
     with pytest.raises(DataError) as e:
-        data.load_cifar100(tmp_path, archive_md5=md5)
+        cifar.load_cifar100(tmp_path, archive_md5=md5)
     msg = str(e.value)
     assert 'does not contain cifar-100-python/train, cifar-100-python/test' in msg
     assert 'not the CIFAR-100 python archive' in msg
@@ -220,7 +220,7 @@ def test_archive_that_is_not_cifar(tmp_path):
 def test_pickle_md5_checked_before_the_folder_is_trusted(fixture, tmp_path):
     shutil.copy(fixture['archive'], tmp_path)
     with pytest.raises(DataError) as e:
-        data.load_cifar100(tmp_path, archive_md5=fixture['archive_md5'],
+        cifar.load_cifar100(tmp_path, archive_md5=fixture['archive_md5'],
                            file_md5={'train': fixture['file_md5']['train'], 'test': 'a' * 32})
     msg = str(e.value)
     assert f"cifar-100-python/test in {tmp_path / 'cifar-100-python.tar.gz'}" in msg
@@ -230,17 +230,17 @@ def test_pickle_md5_checked_before_the_folder_is_trusted(fixture, tmp_path):
 
 def test_truncated_pickle(fixture, tmp_path):
     shutil.copy(fixture['archive'], tmp_path)
-    data.load_cifar100(tmp_path, **md5s(fixture))
+    cifar.load_cifar100(tmp_path, **md5s(fixture))
     train = tmp_path / 'cifar-100-python' / 'train'
     train.write_bytes(train.read_bytes()[:5000])
     with pytest.raises(DataError) as e:
-        data.load_cifar100(tmp_path, **md5s(fixture))
+        cifar.load_cifar100(tmp_path, **md5s(fixture))
     msg = str(e.value)
-    assert f'{train} has md5' in msg and 'delete' in msg and f'--data_md5 train={data.md5_of(train)}' in msg
+    assert f'{train} has md5' in msg and 'delete' in msg and f'--data_md5 train={cifar.md5_of(train)}' in msg
     # Even when its checksum is what was asked for, the damage is reported.
-    sums = dict(fixture['file_md5'], train=data.md5_of(train))
+    sums = dict(fixture['file_md5'], train=cifar.md5_of(train))
     with pytest.raises(DataError) as e:
-        data.load_cifar100(tmp_path, archive_md5=fixture['archive_md5'], file_md5=sums)
+        cifar.load_cifar100(tmp_path, archive_md5=fixture['archive_md5'], file_md5=sums)
     msg = str(e.value)
     assert f'{train} is not a readable CIFAR-100 pickle' in msg and 'delete' in msg
 
@@ -249,15 +249,15 @@ def test_deleting_bad_pickles_as_advised_recovers(fixture, tmp_path):
     # The error advises deleting train and test; the folder keeps the archive's
     # other files (meta), and the next run extracts the pickles into it.
     shutil.copy(fixture['archive'], tmp_path)
-    first = data.load_cifar100(tmp_path, urls=(closed_port_url(),), **md5s(fixture))
+    first = cifar.load_cifar100(tmp_path, urls=(closed_port_url(),), **md5s(fixture))
     folder = tmp_path / 'cifar-100-python'
     (folder / 'train').write_bytes(b'damaged')
     with pytest.raises(DataError, match='delete'):
-        data.load_cifar100(tmp_path, urls=(closed_port_url(),), **md5s(fixture))
+        cifar.load_cifar100(tmp_path, urls=(closed_port_url(),), **md5s(fixture))
     (folder / 'train').unlink()
     (folder / 'test').unlink()
     assert listing(folder) == ['meta']
-    again = data.load_cifar100(tmp_path, urls=(closed_port_url(),), **md5s(fixture))
+    again = cifar.load_cifar100(tmp_path, urls=(closed_port_url(),), **md5s(fixture))
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert listing(folder) == ['meta', 'test', 'train']
     assert listing(tmp_path) == ['cifar-100-python', 'cifar-100-python.tar.gz']
@@ -301,7 +301,7 @@ def test_malformed_pickles(tmp_path, damage, message):
     damage(train)
     sums = write_pickles(tmp_path, train, cf.fixture_split(4, 3, 0, 'test'))
     with pytest.raises(DataError) as e:
-        data.load_cifar100(tmp_path, file_md5=sums, download=False)
+        cifar.load_cifar100(tmp_path, file_md5=sums, download=False)
     msg = str(e.value)
     assert message in msg
     assert str(tmp_path / 'train') in msg and 'delete' in msg
@@ -310,7 +310,7 @@ def test_malformed_pickles(tmp_path, damage, message):
 def test_pickle_that_is_not_a_dict(tmp_path):
     sums = write_pickles(tmp_path, [1, 2, 3], cf.fixture_split(4, 3, 0, 'test'))
     with pytest.raises(DataError, match='holds a list, expected a dict'):
-        data.load_cifar100(tmp_path, file_md5=sums, download=False)
+        cifar.load_cifar100(tmp_path, file_md5=sums, download=False)
 
 
 # ------------------------------------------------------------------ fixture
@@ -345,9 +345,9 @@ def test_fixture_command_prints_the_flags_that_load_it(tmp_path, capsys):
     assert '40 training and 20 test images, 5 classes' in out
     flags = out.split('\n')[1].split()
     assert flags[:2] == ['--data_dir', str((tmp_path / 'fx').resolve())] and flags[2] == '--data_md5'
-    sums = data.parse_md5_flag(flags[3])
+    sums = cifar.parse_md5_flag(flags[3])
     assert set(sums) == {'train', 'test', 'archive'}
-    images, labels, test_images, test_labels = data.load_cifar100(
+    images, labels, test_images, test_labels = cifar.load_cifar100(
         flags[1], archive_md5=sums['archive'], file_md5=sums, download=False)
     assert images.shape == (40, 32, 32, 3) and test_images.shape == (20, 32, 32, 3)
     assert set(labels) <= set(range(5)) and len(set(test_labels)) > 1

@@ -1,7 +1,7 @@
 """The line each train.py prints first: which device it trains on, or why the CPU."""
 import pytest
 
-from common import device
+from common.run import device
 
 
 @pytest.mark.parametrize('cuda, driver, env, expected', [

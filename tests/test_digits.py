@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from common import runlog
+from common.run import runlog
 from conftest import ROOT
 
 

@@ -1,4 +1,4 @@
-"""The energy ops of common/energy.py against the NumPy reference, batched and
+"""The energy ops of common/paper/energy.py against the NumPy reference, batched and
 single, float32 and float64, eager and in a compat.v1 graph; finite values and
 gradients at the edge cases of docs/protocol.md section 1."""
 import numpy as np
@@ -8,7 +8,7 @@ import tensorflow.compat.v1 as tf
 
 import float32_bound
 import reference
-from common.energy import POWERS, hyperspherical_energy, pairwise_cosine
+from common.paper.energy import POWERS, hyperspherical_energy, pairwise_cosine
 
 
 

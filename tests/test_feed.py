@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from common import pipeline, training
-from common.projections import PROJECTION_COLLECTION, learned_projection_term
+from common.data import pipeline
+from common.tf1_engine import training
+from common.paper.projections import PROJECTION_COLLECTION, learned_projection_term
 from conftest import ROOT, bench_env, entry_flags, load_entry_point
 
 

@@ -1,6 +1,6 @@
 """keras_comhe (the Keras 3 API) on the TensorFlow, JAX and PyTorch backends:
-the same values and gradients as the graph code of common/energy.py and
-common/projections.py on the same W, P and draws, finite at equal, opposite and
+the same values and gradients as the graph code of common/paper/energy.py and
+common/paper/projections.py on the same W, P and draws, finite at equal, opposite and
 zero neurons, and model.fit / save / load with every regulariser. Each backend
 runs tests/keras_backend_check.py in its own process (Keras picks one backend
 per process); this process computes the graph code's values in float32 and
@@ -16,8 +16,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import float32_bound
-from common import projections as proj
-from common.energy import POWERS, hyperspherical_energy
+from common.paper import projections as proj
+from common.paper.energy import POWERS, hyperspherical_energy
 from conftest import ROOT, subprocess_env
 from test_energy import edge_cases
 

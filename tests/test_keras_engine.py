@@ -234,7 +234,7 @@ def test_keras_backend_flag_chooses_the_backend_and_a_resume_must_keep_it(cifar_
 
 
 def test_a_sweep_starts_anew_a_run_recorded_on_another_backend(tmp_path):
-    from common import config, runstate
+    from common.run import config, runstate
     from conftest import entry_flags, load_entry_point
     module = load_entry_point('random_projection')
     flags = entry_flags(module, '--engine', 'keras')
@@ -252,7 +252,7 @@ def test_a_sweep_starts_anew_a_run_recorded_on_another_backend(tmp_path):
 
 def test_keras_backend_applies_to_the_keras_engine_and_before_keras_starts(monkeypatch):
     import keras
-    from common import config
+    from common.run import config
     from conftest import entry_flags, load_entry_point
     flags = entry_flags(load_entry_point('random_projection'), '--keras_backend', 'torch')
     with pytest.raises(config.FlagError, match='--keras_backend torch chooses the backend of --engine keras'):
@@ -308,7 +308,7 @@ def test_train_py_runs_on_the_other_backends(cifar_fixture, tmp_path, backend):
                          env=dict(subprocess_env(), KERAS_BACKEND=backend), capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    from common import runlog
+    from common.run import runlog
     run = runlog.read_run(tmp_path / 'pd40_pn2')
     assert [r['iter'] for r in run.train] == [0] and [it for it, _ in run.test] == [2, 3]
     assert (tmp_path / 'pd40_pn2' / 'checkpoints_00' / 'ckpt-4.npz').exists()
@@ -360,7 +360,7 @@ def test_the_full_run_benchmark_runs_train_py_on_jax_without_tensorflow(tmp_path
 
 def test_values_fetched_a_step_later_log_what_waiting_for_each_step_logs(cifar_fixture, tmp_path,
                                                                          monkeypatch):
-    # On a GPU the engine hands the loop each step's values to fetch later (common.loop:
+    # On a GPU the engine hands the loop each step's values to fetch later (common.run.loop:
     # checked and logged once the next step is under way); the logs are the same.
     from common.keras_engine import engine
     args = [*cifar_fixture, '--engine', 'keras', '--width', '0.125', '--batch_size', '8',

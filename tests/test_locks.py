@@ -1,4 +1,4 @@
-"""Locks a killed process cannot leave held (common/locks.py): a run's lock, which
+"""Locks a killed process cannot leave held (common/run/locks.py): a run's lock, which
 train.py holds while it writes, and a sweep's, which `sweep run` holds."""
 import io
 import signal
@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from common import config, locks, runstate
+from common.run import config, locks, runstate
 from conftest import ROOT, entry_flags, load_entry_point
 
 HOLD = '''
 import sys, time
-from common import locks
+from common.run import locks
 held = locks.acquire(sys.argv[1])
 print('held' if held else 'busy', flush=True)
 time.sleep(120)
@@ -172,7 +172,7 @@ def test_a_new_run_racing_for_the_same_log_index_exits_busy(tmp_path, holder_pro
     """Two train.py starting together take the same new log index: the second finds its
     lock held and exits 75 (runstate.BUSY_EXIT), which a sweep waits on, before writing."""
     import numpy as np
-    from common import loop
+    from common.run import loop
     module = load_entry_point('random_projection')
     flags = entry_flags(module, '--log_dir', str(tmp_path))
     run_dir = tmp_path / config.run_name(flags)

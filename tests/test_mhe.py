@@ -11,8 +11,8 @@ import tensorflow.compat.v1 as tf
 
 import float32_bound
 import reference
-from common import config, runlog
-from common.training import build_graph, session_config
+from common.run import config, runlog
+from common.tf1_engine.training import build_graph, session_config
 from conftest import ROOT, entry_flags, load_entry_point, run_train, train_in_process
 
 ARGS = ('--width', '0.125', '--batch_size', '16')

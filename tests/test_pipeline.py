@@ -1,11 +1,11 @@
-"""Tests of common/pipeline.py: the augmentation (symmetric padding, crop and flip), the
+"""Tests of common/data/pipeline.py: the augmentation (symmetric padding, crop and flip), the
 test batches, the epoch order of train_batch, and the TrainBatchPrefetcher."""
 import threading
 
 import numpy as np
 import pytest
 
-from common import pipeline
+from common.data import pipeline
 
 
 # ------------------------------------------------------------------ augmentation

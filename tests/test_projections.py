@@ -1,11 +1,11 @@
-"""The three CoMHE terms of common/projections.py (docs/protocol.md section 3)."""
+"""The three CoMHE terms of common/paper/projections.py (docs/protocol.md section 3)."""
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
 import float32_bound
 import reference
-from common import projections as proj
+from common.paper import projections as proj
 
 
 def test_num_projections_from_pn_or_pnd():

@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from common import REPO_ROOT, reference
+from common import REPO_ROOT
+from common.compare import authors
 from test_compare import cli, make_run
 
 AUTHORS = REPO_ROOT / 'logs' / 'authors'
@@ -36,30 +37,30 @@ def test_authors_logs_are_tracked_by_git():
     ('angle_projection', 'pd30_pn1_iter10', None),   # AdvP's configuration name, not AP's
 ])
 def test_authors_run_dir(variant, configuration, expected):
-    found = reference.authors_run_dir(variant, configuration)
+    found = authors.authors_run_dir(variant, configuration)
     assert (found.relative_to(AUTHORS).as_posix() if found else None) == expected
 
 
 def test_every_paper_row_has_the_authors_run():
-    assert len(reference.PAPER_ROWS) == 1 + 6 + 6 + 3
-    for _, variant, configuration in reference.PAPER_ROWS:
-        assert reference.authors_run_dir(variant, configuration) is not None
+    assert len(authors.PAPER_ROWS) == 1 + 6 + 6 + 3
+    for _, variant, configuration in authors.PAPER_ROWS:
+        assert authors.authors_run_dir(variant, configuration) is not None
 
 
 def test_identify_from_flags_file_before_path(tmp_path):
     run_dir = tmp_path / 'somewhere' / 'seed7'
     run_dir.mkdir(parents=True)
-    assert reference.identify(run_dir) is None
+    assert authors.identify(run_dir) is None
     (run_dir / 'flags_00.json').write_text(json.dumps({'variant': 'adversarial_projection',
                                                        'configuration': 'pd30_pn1_iter10'}))
-    assert reference.identify(run_dir) == ('adversarial_projection', 'pd30_pn1_iter10')
-    assert reference.reference_for(run_dir) == AUTHORS / 'comhe/adversarial_projection/pd30_pn1_iter10'
+    assert authors.identify(run_dir) == ('adversarial_projection', 'pd30_pn1_iter10')
+    assert authors.reference_for(run_dir) == AUTHORS / 'comhe/adversarial_projection/pd30_pn1_iter10'
     by_path = tmp_path / 'logs' / 'mhe' / 'half_mhe_2'
     by_path.mkdir(parents=True)
-    assert reference.identify(by_path) == ('mhe', 'half_mhe_2')
-    assert reference.reference_for(by_path) == AUTHORS / 'mhe/half_mhe_2'
+    assert authors.identify(by_path) == ('mhe', 'half_mhe_2')
+    assert authors.reference_for(by_path) == AUTHORS / 'mhe/half_mhe_2'
     # The authors' own runs have no reference.
-    assert reference.reference_for(AUTHORS / 'comhe/random_projection/pd40_pn20') is None
+    assert authors.reference_for(AUTHORS / 'comhe/random_projection/pd40_pn20') is None
 
 
 def test_summary_compares_with_the_authors_run_by_itself(tmp_path):
@@ -90,13 +91,13 @@ def test_summary_of_an_unpublished_configuration_says_so(tmp_path):
 
 
 def test_plot_draws_the_authors_run(tmp_path, monkeypatch):
-    from common import compare
+    from common.compare import summary
     run = make_run(tmp_path, 'pd30_pn1_iter1', 0.7)
     run = run.parent.rename(run.parent.parent / 'angle_projection') / run.name
     drawn = []
-    monkeypatch.setattr(compare, 'plot_runs', lambda runs, refs, out, title=None: drawn.append((runs, refs)) or out)
-    assert compare.main(['plot', str(run), '-o', str(tmp_path / 'c.png')]) == 0
-    assert compare.main(['plot', str(run), '--no-reference', '-o', str(tmp_path / 'c.png')]) == 0
+    monkeypatch.setattr(summary, 'plot_runs', lambda runs, refs, out, title=None: drawn.append((runs, refs)) or out)
+    assert summary.main(['plot', str(run), '-o', str(tmp_path / 'c.png')]) == 0
+    assert summary.main(['plot', str(run), '--no-reference', '-o', str(tmp_path / 'c.png')]) == 0
     (runs, refs), (_, no_refs) = drawn
     assert [r.path for r in runs] == [run] and no_refs == []
     assert [r.path for r in refs] == [AUTHORS / 'comhe/angle_projection/pd30_pn1_iter1']

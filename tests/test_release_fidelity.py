@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from common import runlog
+from common.run import runlog
 from conftest import ROOT, entry_flags, load_entry_point, run_train, train_in_process
 
 
@@ -53,7 +53,7 @@ def test_resume_refuses_to_mix_the_bn_modes(cifar_fixture, tmp_path):
 
 
 def test_a_run_from_before_the_flag_counts_as_debiased(tmp_path):
-    from common import runstate
+    from common.run import runstate
     files = runstate.RunFiles(tmp_path, 0)
     files.flags_file.write_text(json.dumps({'base_lr': 0.1, 'width': 0.5}))
     flags = entry_flags(load_entry_point('random_projection'), '--width', '0.5')
@@ -65,7 +65,7 @@ def test_a_run_from_before_the_flag_counts_as_debiased(tmp_path):
 def test_ap_lookahead_is_the_releases_unless_flagged(monkeypatch):
     # The release differentiates the angle loss alone in the look-ahead; --lookahead_decay
     # adds P's scaled decay (docs/protocol.md section 3). The entry point passes it on.
-    from common import projections
+    from common.paper import projections
     module = load_entry_point('angle_projection')
     seen = []
     monkeypatch.setattr(projections, 'learned_projection_term', lambda *args: seen.append(args))
@@ -78,7 +78,7 @@ def test_ap_lookahead_is_the_releases_unless_flagged(monkeypatch):
 
 
 def test_an_ap_run_from_before_the_flag_had_the_decay_in_its_lookahead(tmp_path):
-    from common import runstate
+    from common.run import runstate
     files = runstate.RunFiles(tmp_path, 0)
     files.flags_file.write_text(json.dumps({'base_lr': 0.1, 'bn_zero_debias': False}))
     module = load_entry_point('angle_projection')

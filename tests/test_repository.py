@@ -88,10 +88,55 @@ def test_the_cycle_finder_finds_a_cycle_through_a_lazy_import(tmp_path):
 
 def test_imports_flow_one_way():
     files = module_files()
-    assert {'common.config', 'common.training', 'common.entry', 'keras_comhe.regularizers'} <= set(files)
+    assert {'common.run.config', 'common.tf1_engine.training', 'common.entry', 'keras_comhe.regularizers'} <= set(files)
     graph = {name: imports_of(name, path, files) for name, path in files.items()}
-    assert 'common.schedule' in graph['common.config'] and 'common.schedule' in graph['common.training']
+    assert 'common.paper.schedule' in graph['common.run.config']
+    assert 'common.paper.schedule' in graph['common.tf1_engine.training']
     assert cycles(graph) == [], 'modules that import each other (directly or around a loop)'
+
+
+# What each of common's concerns may import of the others: the math stands alone, the data
+# and the run code know no engine, the engines not each other.
+MAY_IMPORT = {
+    'paper': set(),
+    'data': set(),
+    'run': {'paper', 'data'},
+    'tf1_engine': {'paper', 'data', 'run'},
+    'keras_engine': {'paper', 'data', 'run'},
+    'compare': {'paper', 'run'},
+    'sweep': {'paper', 'run', 'compare'},
+}
+
+
+def concern_imports(graph):
+    """{(importer's concern, imported concern): [an importing module]} among common's subpackages."""
+    found = {}
+    for name, targets in graph.items():
+        parts = name.split('.')
+        if parts[0] != 'common' or len(parts) < 3:
+            continue
+        for target in targets:
+            other = target.split('.')
+            if other[0] == 'common' and len(other) >= 3 and other[1] != parts[1]:
+                found.setdefault((parts[1], other[1]), []).append(name)
+    return found
+
+
+def test_common_concerns_import_downwards_only():
+    files = module_files()
+    graph = {name: imports_of(name, path, files) for name, path in files.items()}
+    concerns = {p.name for p in (ROOT / 'common').iterdir() if (p / '__init__.py').exists()}
+    assert concerns == set(MAY_IMPORT), 'a subpackage of common/ not in MAY_IMPORT (or one gone)'
+    found = concern_imports(graph)
+    assert ('run', 'paper') in found and ('keras_engine', 'run') in found   # the check sees imports
+    wrong = {pair: who for pair, who in found.items() if pair[1] not in MAY_IMPORT[pair[0]]}
+    assert not wrong, f'imports against the layering: {wrong}'
+
+
+def test_the_layering_check_sees_a_wrong_import():
+    graph = {'common.run.loop': {'common.tf1_engine.training'}, 'common.paper.model': {'common.data.cifar'}}
+    found = concern_imports(graph)
+    assert {pair for pair in found if pair[1] not in MAY_IMPORT[pair[0]]} == {('run', 'tf1_engine'), ('paper', 'data')}
 
 
 def test_the_library_stands_alone():

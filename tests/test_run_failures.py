@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from common import runlog
+from common.run import runlog
 from conftest import run_train, train_in_process
 from test_resume import QUICK, log_lines
 
@@ -80,7 +80,7 @@ def test_non_finite_values_stop_with_a_clear_message(cifar_fixture, tmp_path, ca
 def run_in_process(cifar_fixture, log_dir, signal_at, max_iters=30):
     """RP's train.py in this process, sending itself SIGTERM during iteration ``signal_at``."""
     import os
-    from common import loop
+    from common.run import loop
     schedule = loop.learning_rate
 
     def learning_rate(iteration, *args):

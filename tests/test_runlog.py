@@ -1,11 +1,12 @@
-"""common.runlog: the writer's lines, log indices, and the reader on the authors'
+"""common.run.runlog: the writer's lines, log indices, and the reader on the authors'
 reference logs (docs/protocol.md section 7 figures), on this project's format, and on
 broken input (cut-off, empty, missing, garbage, binary)."""
 import numpy as np
 import pytest
 
-from common import REPO_ROOT, runlog
-from common.runlog import LogError
+from common import REPO_ROOT
+from common.run import runlog
+from common.run.runlog import LogError
 
 REF = REPO_ROOT / 'logs' / 'authors'   # the authors' published logs, shipped with the repository
 

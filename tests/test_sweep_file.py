@@ -140,7 +140,7 @@ def test_the_shipped_sweeps_are_valid(name, runs, rows, tmp_path):
 
 
 def test_the_fixture_sweep_loads_what_its_comment_has_one_write(tmp_path):
-    from common.cifar_fixture import write_cifar100_archive
+    from common.data.cifar_fixture import write_cifar100_archive
     text = (ROOT / 'sweeps' / 'fixture_demo.toml').read_text()
     assert '.venv/bin/python -m common.cifar_fixture data/fixture' in text   # with its defaults
     sweep = sweepfile.load(ROOT / 'sweeps' / 'fixture_demo.toml', log_root=tmp_path)
@@ -149,7 +149,7 @@ def test_the_fixture_sweep_loads_what_its_comment_has_one_write(tmp_path):
 
 
 def test_the_paper_sweep_is_the_papers_comparison_with_the_release_defaults(tmp_path):
-    from common.reference import PAPER_ROWS
+    from common.compare.authors import PAPER_ROWS
     sweep = sweepfile.load(ROOT / 'sweeps' / 'paper.toml', log_root=tmp_path)
     assert [(entry, config) for _, entry, config, _ in sweep.rows] == [(v, c) for _, v, c in PAPER_ROWS[-3:]] + \
         [(v, c) for _, v, c in PAPER_ROWS[:-3]]

@@ -3,7 +3,7 @@ inherited CUDA_VISIBLE_DEVICES (the GPU Ray gave a sweep run) stands, else GPU 0
 --gpu_no is not a training flag, so a --resume on another GPU is allowed."""
 import pytest
 
-from common import config, runstate
+from common.run import config, runstate
 from conftest import entry_flags, load_entry_point
 
 

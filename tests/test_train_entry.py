@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common import device, locks, runlog
+from common.run import device, locks, runlog
 from conftest import ROOT, VARIANTS, run_train
 
 QUICK = ['--width', '0.125', '--batch_size', '16', '--base_lr', '0.003']
@@ -46,7 +46,7 @@ def test_train_py_runs_end_to_end_and_learns(variant, end_to_end, cifar_fixture)
     assert sorted(p.name for p in run_dir.iterdir()) == [
         'checkpoints_00', 'flags_00.json', 'log_test_00.txt', 'log_train_00.txt', 'tensorboard_00',
         'train_00.lock']
-    # The lock says who wrote the run last (common.locks); nobody holds it now.
+    # The lock says who wrote the run last (common.run.locks); nobody holds it now.
     assert json.loads((run_dir / 'train_00.lock').read_text())['host']
     assert not locks.is_held(run_dir / 'train_00.lock')
 

@@ -6,10 +6,11 @@ import tensorflow.compat.v1 as tf
 
 import float32_bound
 import reference
-from common import config, schedule
-from common.projections import (LEARNED_COLLECTION, LEARNED_VARIANTS, PROJECTION_COLLECTION,
+from common.run import config
+from common.paper import schedule
+from common.paper.projections import (LEARNED_COLLECTION, LEARNED_VARIANTS, PROJECTION_COLLECTION,
                                 descend_projection, random_projection_draws)
-from common.training import build_graph, session_config
+from common.tf1_engine.training import build_graph, session_config
 from conftest import VARIANTS, entry_flags, load_entry_point
 
 ARGS = ('--width', '0.125', '--batch_size', '8', '--pn', '2', '--pd', '5')

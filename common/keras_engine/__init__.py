@@ -2,5 +2,5 @@
 
 Modules: ``network`` (CNN-9 as a Keras model, the release's batch norm), ``terms``
 (what each variant adds to the loss), ``step`` (one iteration as a pure, compiled
-function), ``engine`` (the run: state, checkpoints, test pass, through common.loop).
+function), ``engine`` (the run: state, checkpoints, test pass, through common.run.loop).
 """

@@ -1,6 +1,6 @@
 """``train.py --engine keras``: the protocol of docs/protocol.md with a Keras 3 CNN-9 on
 the backend ``KERAS_BACKEND`` names (jax, tensorflow, torch), through the same loop,
-logs, run files, locks and batches as the TF1 engine (``common.loop``).
+logs, run files, locks and batches as the TF1 engine (``common.run.loop``).
 
 Engine-specific here: the state (weights, momentum, BN averages, P, step) and its
 checkpoints, ``checkpoints_NN/ckpt-K.npz`` with a TF-style ``checkpoint`` index file
@@ -20,9 +20,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from common import loop, runstate
+from common.run import loop, runstate
 from common.keras_engine import network, step as steps
-from common.schedule import learning_rate, scaled_widths
+from common.paper.schedule import learning_rate, scaled_widths
 
 EVAL_BATCH = 1000
 KEEP_CHECKPOINTS = 2
@@ -172,7 +172,7 @@ def describe_device():
             return f'device: GPU {torch.cuda.get_device_name(0)} (PyTorch)'
         why = 'its CPU build' if torch.version.cuda is None else 'no usable NVIDIA GPU'
         return f'device: CPU (PyTorch finds no GPU: {why})'
-    from common import device
+    from common.run import device
     return device.describe()
 
 

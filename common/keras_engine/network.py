@@ -1,15 +1,15 @@
 """CNN-9 of docs/protocol.md section 2 as a Keras 3 model, layer for layer the
-graph of ``common.model`` (names, shapes, no conv bias, He init, the release's
+graph of ``common.paper.model`` (names, shapes, no conv bias, He init, the release's
 batch norm), so that weights copy across and the two engines train alike.
 """
 import keras
 from keras import ops
 
-from common.protocol import BN_DECAY, WIDTHS
+from common.paper.protocol import BN_DECAY, WIDTHS
 
 BN_EPSILON = 1e-3
 CONV_LAYERS = [f'conv{b}_{i}' for b in (1, 2, 3) for i in range(3)]
-HIDDEN = CONV_LAYERS[1:] + ['fc6']        # the nine layers with a CoMHE term, as common.model
+HIDDEN = CONV_LAYERS[1:] + ['fc6']        # the nine layers with a CoMHE term, as common.paper.model
 FILTERS = CONV_LAYERS + ['fc6', 'score']  # every filter, in the graph's order
 
 

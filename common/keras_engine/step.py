@@ -2,7 +2,7 @@
 JAX compiles whole (one device call per iteration, P steps included), TensorFlow
 as a tf.function, and PyTorch runs eagerly.
 
-As the TF1 graph of ``common.training`` (docs/protocol.md sections 2 to 4):
+As the TF1 graph of ``common.tf1_engine.training`` (docs/protocol.md sections 2 to 4):
 
     loss = fit + reg + thom + thomf,   fit = mean -sum t log(softmax(z) + 1e-4),
     t = 0.99 onehot + 0.01 / n_class,  reg = 5e-4 sum(w^2) / 2 over filters and BN gamma/beta
@@ -25,7 +25,7 @@ import numpy as np
 from keras import ops
 
 from common.keras_engine.network import FILTERS
-from common.protocol import LABEL_SMOOTHING, WEIGHT_DECAY
+from common.paper.protocol import LABEL_SMOOTHING, WEIGHT_DECAY
 from keras_comhe import projections
 from keras_comhe.energy import filters_as_matrix
 

@@ -134,7 +134,7 @@ def status(sweep):
 
 
 def table(sweep, as_csv, out_dir):
-    from common.reference import unlike_reasons
+    from common.compare.authors import unlike_reasons
     from common.sweep import table as results
     rows = results.table_rows(sweep)
     unlike = []

@@ -29,7 +29,8 @@ import sys
 import threading
 import time
 
-from common import REPO_ROOT, locks
+from common import REPO_ROOT
+from common.run import locks
 from common.sweep import runstatus, task
 from common.sweep.progress import Display
 
@@ -173,7 +174,7 @@ def _join(address, timeout, **kwargs):
         threading.Event().wait()
 
 
-# Held by `sweep run` while it runs (common.locks): a second `sweep run` of the same
+# Held by `sweep run` while it runs (common.run.locks): a second `sweep run` of the same
 # sweep is refused, and a killed one leaves nothing stuck (the kernel releases it).
 DRIVER_LOCK = 'sweep_driver.lock'
 DRIVER_LOCK_WAIT_S = 3.0   # a `status` probing the lock holds it for an instant

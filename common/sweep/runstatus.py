@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import runstate
+from common.run import runstate
 
 STATE_FILE = 'sweep_state.json'
 OUTPUT_FILE = 'sweep_output.txt'

@@ -29,8 +29,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import REPO_ROOT, config
-from common.reference import VARIANTS
+from common import REPO_ROOT
+from common.run import config
+from common.compare.authors import VARIANTS
 
 # Set by the sweep for each run, so not allowed in a sweep file.
 RESERVED = {'log_dir': 'each run writes into the sweep folder (sweep run --log_dir moves it)',

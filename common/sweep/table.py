@@ -4,7 +4,7 @@ Each finished run is read as ``python -m common.compare summary RUN`` reads it
 (common.compare), and a row gives the number of seeds finished, the mean and the
 sample standard deviation (n - 1) of the final and of the best test accuracy, and the
 authors' final and best test accuracy for the same entry point and configuration
-where they published a run (common.reference; the MHE release's runs follow its
+where they published a run (common.compare.authors; the MHE release's runs follow its
 42,500-iteration schedule). A configuration with no finished seed still has its row.
 Markdown, CSV, and a PNG: one bar per configuration (the mean final test accuracy),
 each seed a dot, the authors' figure a diamond.
@@ -13,7 +13,7 @@ import csv
 import io
 import statistics
 
-from common import compare, reference
+from common.compare import authors, summary
 from common.sweep import runstatus
 
 COLUMNS = ['configuration', 'entry', 'seeds_done', 'seeds', 'final_mean', 'final_std',
@@ -24,19 +24,19 @@ HEADERS = ['configuration', 'seeds done', 'final test acc (mean)', 'std',
 
 def run_summary(run_dir):
     """compare's summary row of one run folder (final and best test accuracy, ...)."""
-    [row] = [r for r in compare.summary_rows(compare.load_runs([run_dir])) if r['role'] == 'run']
+    [row] = [r for r in summary.summary_rows(summary.load_runs([run_dir])) if r['role'] == 'run']
     return row
 
 
 def authors_figures(entry, configuration):
     """(final, best, the run's name) of the authors' matching run, or (None, None, '')."""
-    folder = reference.authors_run_dir(entry, configuration)
+    folder = authors.authors_run_dir(entry, configuration)
     if folder is None:
         return None, None, ''
     row = run_summary(folder)
-    iters = reference.RELEASE_ITERS[reference.release_of(entry)]
+    iters = authors.RELEASE_ITERS[authors.release_of(entry)]
     return (row['final_test_acc'], row['best_test_acc'],
-            f'{folder.relative_to(reference.AUTHORS_DIR)} ({iters:,} iterations)')
+            f'{folder.relative_to(authors.AUTHORS_DIR)} ({iters:,} iterations)')
 
 
 def _mean_std(values):

@@ -20,7 +20,7 @@ train.py SIGTERM and waits for its checkpoint. If the worker itself is killed (i
 lost, the sweep's driver killed), Ray ends train.py with it, or else the kernel sends
 train.py SIGTERM (PR_SET_PDEATHSIG) and it checkpoints and exits. A task Ray reruns
 (max_retries), on any node, or a new `sweep run` starts, first waits
-until no train.py holds the run's lock (common.locks: a train.py still checkpointing
+until no train.py holds the run's lock (common.run.locks: a train.py still checkpointing
 after its worker died, on this machine or another, or one started by hand), for as long
 as that one runs, so that it never writes beside one (the run's state says what it waits
 for); then it resumes from the shared run folder. The kernel releases the lock however
@@ -39,12 +39,13 @@ import subprocess
 import sys
 import time
 
-from common import REPO_ROOT, locks, runstate
+from common import REPO_ROOT
+from common.run import locks, runstate
 from common.sweep import runstatus
 
 PERMANENT_EXIT = 2
 STOPPED_EXITS = (128 + signal.SIGINT, 128 + signal.SIGTERM)
-# train.py's message for a non-finite loss or weights (common.loop.RESTART_ADVICE).
+# train.py's message for a non-finite loss or weights (common.run.loop.RESTART_ADVICE).
 NON_FINITE = 'start a new run without --resume'
 STOP_WAIT_S = 600
 POLL_S = 0.2

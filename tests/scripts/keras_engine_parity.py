@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 import keras  # noqa: E402
-from common import projections, training  # noqa: E402
+from common.paper import projections  # noqa: E402
+from common.tf1_engine import training  # noqa: E402
 from common.keras_engine import network, step as steps  # noqa: E402
 from conftest import entry_flags, load_entry_point  # noqa: E402
 
@@ -124,7 +125,7 @@ def run_config(name, n_steps, width, out):
 
 
 def training_widths(flags):
-    from common.schedule import scaled_widths
+    from common.paper.schedule import scaled_widths
     return scaled_widths(flags.width)
 
 

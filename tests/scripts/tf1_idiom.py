@@ -24,10 +24,10 @@ if mode == 'v1':
 else:
     tf.disable_eager_execution()
 
-from common.energy import POWERS, hyperspherical_energy  # noqa: E402
-from common.projections import (adversarial_projection_term, angle_projection_term,  # noqa: E402
+from common.paper.energy import POWERS, hyperspherical_energy  # noqa: E402
+from common.paper.projections import (adversarial_projection_term, angle_projection_term,  # noqa: E402
                                 random_projection_term)
-from common.training import build_graph, session_config  # noqa: E402
+from common.tf1_engine.training import build_graph, session_config  # noqa: E402
 from conftest import entry_flags, load_entry_point  # noqa: E402
 
 out = {}

@@ -6,7 +6,7 @@ A run is one log index NN (docs/protocol.md section 6) and owns, in the configur
     checkpoints_NN/                     the last two checkpoints (tf.train.Saver)
     tensorboard_NN/                     event files
     flags_NN.json                       the flags it was started with
-    train_NN.lock                       held by the train.py writing the run (common.locks),
+    train_NN.lock                       held by the train.py writing the run (common.run.locks),
                                         with its host and pid
 
 A checkpoint at iteration k holds the state after iterations 0 .. k-1, whose
@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import locks, runlog
+from common.run import locks, runlog
 
 # Flags that change what a run computes; a resume must not change them.
 TRAINING_FLAGS = ('variant', 'base_lr', 'batch_size', 'random_seed', 'pd', 'pn', 'pnd', 'iters',
@@ -117,7 +117,7 @@ def check_writable(folder):
 
 
 def save_flags(files, flags, configuration=None, record=None):
-    """The training flags, and the configuration folder's name (which common.reference reads);
+    """The training flags, and the configuration folder's name (which common.compare.authors reads);
     ``record``: more for the record (not compared on resume), such as the Keras backend."""
     values = {k: v for k, v in vars(flags).items() if k in TRAINING_FLAGS}
     values.update(record or {})

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from common import REPO_ROOT
-from common.data import parse_md5_flag
-from common.protocol import POWERS
-from common.schedule import FULL_ITERS, LR_STEPS, scaled_widths
+from common.data.cifar import parse_md5_flag
+from common.paper.protocol import POWERS
+from common.paper.schedule import FULL_ITERS, LR_STEPS, scaled_widths
 
 VARIANT_FLAGS = {
     'pd': (int, 'projection dimension'),
@@ -127,7 +127,7 @@ def validate(flags):
 
 def check_run_folder(flags):
     """The log folder must be writable; --resume needs an unfinished run with a checkpoint."""
-    from common import locks, runstate
+    from common.run import locks, runstate
     run_dir = flags.log_dir / run_name(flags)
     try:
         runstate.check_writable(run_dir)
@@ -186,7 +186,7 @@ def parse(description, variant, variant_defaults, argv=None):
         check_run_folder(flags)
         select_keras_backend(flags.keras_backend)
     except RunBusy as e:
-        from common.runstate import BUSY_EXIT
+        from common.run.runstate import BUSY_EXIT
         parser.exit(BUSY_EXIT, f'{parser.prog}: error: {e}\n')
     except FlagError as e:
         parser.error(str(e))

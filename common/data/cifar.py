@@ -2,7 +2,7 @@
 
 Finds the python version of CIFAR-100 in a data folder (downloading and
 verifying it when missing) and loads it as uint8 [n, 32, 32, 3] images with int64
-fine labels. The batches made from them are common/pipeline.py's.
+fine labels. The batches made from them are common/data/pipeline.py's.
 
 Every problem with the data raises DataError, whose message names the file,
 what is wrong and how to fix it, so the training script can print it and exit.

@@ -3,7 +3,7 @@
 POSIX record locks (``fcntl.lockf``): the kernel releases one when its process
 exits, however it exits (SIGKILL included), and an NFS server releases those of a
 client machine that is lost. train.py holds one on its run while it writes
-(``common.runstate``), and `sweep run` one on its sweep folder (``common.sweep``).
+(``common.run.runstate``), and `sweep run` one on its sweep folder (``common.sweep``).
 
 A POSIX lock belongs to a process and goes as soon as that process closes *any*
 descriptor of the file. So the holder opens the lock file once and keeps it open

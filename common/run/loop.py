@@ -2,7 +2,7 @@
 sections 4 to 6): the run's data and files, the iterations with their log lines,
 test passes, checkpoints, SIGINT/SIGTERM and non-finite stops, and progress.
 
-An engine (``common.training``, the TF1 graph; ``common.keras_engine``, Keras 3)
+An engine (``common.tf1_engine.training``, the TF1 graph; ``common.keras_engine``, Keras 3)
 supplies what it computes: ``train_step(x, y, lr) -> (fit, reg, thom, thomf, acc)`` (or a
 function giving them, see ``run_loop``),
 ``test_line(iteration)``, ``checkpoint(iteration)`` and ``scalars(iteration, **values)``.
@@ -15,8 +15,9 @@ import time
 
 import numpy as np
 
-from common import data, locks, pipeline, runlog, runstate
-from common.schedule import learning_rate
+from common.data import cifar, pipeline
+from common.run import locks, runlog, runstate
+from common.paper.schedule import learning_rate
 
 LOG_EVERY = 100
 RESTART_ADVICE = ('lower --base_lr or check the input data, and start a new run without '
@@ -32,9 +33,9 @@ class NonFiniteLoss(RuntimeError):
 
 def load_dataset(flags, dataset=None):
     """(train_x, train_y, test_x, test_y): ``dataset`` checked, or CIFAR-100 from
-    --data_dir; raises data.DataError with the problem and the fix."""
+    --data_dir; raises cifar.DataError with the problem and the fix."""
     if dataset is None:
-        dataset = data.load_cifar100(flags.data_dir, **md5_kwargs(flags))
+        dataset = cifar.load_cifar100(flags.data_dir, **md5_kwargs(flags))
     train_x, train_y, test_x, test_y = dataset
     for name, images in (('train', train_x), ('test', test_x)):
         if np.asarray(images).dtype != np.uint8:
@@ -45,7 +46,7 @@ def load_dataset(flags, dataset=None):
 
 def md5_kwargs(flags):
     """Expected checksums: the official ones unless --data_md5 names others."""
-    sums = data.parse_md5_flag(getattr(flags, 'data_md5', None))
+    sums = cifar.parse_md5_flag(getattr(flags, 'data_md5', None))
     kwargs = {'file_md5': {k: sums[k] for k in ('train', 'test') if k in sums}} if sums else {}
     if 'archive' in sums:
         kwargs['archive_md5'] = sums['archive']
@@ -72,7 +73,7 @@ def start(flags, run_name, dataset, device_line, run):
     print(device_line, flush=True)
     try:
         arrays = load_dataset(flags, dataset)
-    except data.DataError as e:
+    except cifar.DataError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     files, held = open_run(flags, run_name)

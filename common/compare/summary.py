@@ -11,10 +11,10 @@
         configurations beside them where ``DIR`` (default ``logs/``) has them
 
 A RUN is a configuration folder (all its log indices, merged as described in
-``common.runlog``), one ``log_train_NN.txt`` / ``log_test_NN.txt`` file (that
+``common.run.runlog``), one ``log_train_NN.txt`` / ``log_test_NN.txt`` file (that
 index only), or a folder with run folders below it (each of them, e.g.
 ``logs/authors/comhe``). Without ``--reference``, each run is compared with the
-authors' run of its variant and configuration (``common.reference``), if they
+authors' run of its variant and configuration (``common.compare.authors``), if they
 published one. A missing path or a log that cannot be read is reported on
 stderr with exit code 2.
 """
@@ -23,8 +23,8 @@ import csv
 import sys
 from pathlib import Path
 
-from common import reference as authors
-from common.runlog import LogError, find_runs, latest_log_index, read_run
+from common.compare import authors
+from common.run.runlog import LogError, find_runs, latest_log_index, read_run
 
 EXIT_BAD_INPUT = 2
 EXIT_WRITE_FAILED = 1

@@ -25,8 +25,8 @@ from typing import Callable
 
 import tensorflow.compat.v1 as tf
 
-from common.energy import hyperspherical_energy, pairwise_cosine, static_dims
-from common.protocol import P_DECAY, P_DECAY_SCALE, WEIGHT_DECAY  # noqa: F401  (this module's API)
+from common.paper.energy import hyperspherical_energy, pairwise_cosine, static_dims
+from common.paper.protocol import P_DECAY, P_DECAY_SCALE, WEIGHT_DECAY  # noqa: F401  (this module's API)
 
 PROJECTION_COLLECTION = 'comhe_projections'
 P_OBJECTIVE_COLLECTION = 'comhe_projection_objectives'

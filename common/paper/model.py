@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import tensorflow.compat.v1 as tf
 
-from common.energy import filters_as_matrix, hyperspherical_energy, static_dims
+from common.paper.energy import filters_as_matrix, hyperspherical_energy, static_dims
 
-from common.protocol import BN_DECAY, WIDTHS
+from common.paper.protocol import BN_DECAY, WIDTHS
 BN_EPSILON = 1e-3
 
 

@@ -1,8 +1,8 @@
 """The run's length, learning-rate schedule and network widths: plain arithmetic
-that the flags (``common.config``) and the training graph (``common.training``)
+that the flags (``common.run.config``) and the training graph (``common.tf1_engine.training``)
 both use, so it lives below both of them."""
 
-from common.protocol import WIDTHS
+from common.paper.protocol import WIDTHS
 
 FULL_ITERS = 75000
 LR_STEPS = (30000, 50000, 65000)   # at FULL_ITERS; scaled for shorter runs

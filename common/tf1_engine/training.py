@@ -21,12 +21,13 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import config_pb2
 
-from common import device, loop, pipeline
-from common.loop import CHECKPOINT_ADVICE, RESTART_ADVICE, NonFiniteLoss
-from common.schedule import learning_rate, scaled_widths
-from common.model import cnn9, comhe_first_term, comhe_score_term
-from common.protocol import LABEL_SMOOTHING
-from common.projections import (LEARNED_COLLECTION, P_OBJECTIVE_COLLECTION, WEIGHT_DECAY,
+from common.run import device, loop
+from common.data import pipeline
+from common.run.loop import CHECKPOINT_ADVICE, RESTART_ADVICE, NonFiniteLoss
+from common.paper.schedule import learning_rate, scaled_widths
+from common.paper.model import cnn9, comhe_first_term, comhe_score_term
+from common.paper.protocol import LABEL_SMOOTHING
+from common.paper.projections import (LEARNED_COLLECTION, P_OBJECTIVE_COLLECTION, WEIGHT_DECAY,
                                 projection_descent)
 
 EVAL_BATCH = 1000   # test images per session call (the protocol's 100 give the same accuracy, see evaluate)

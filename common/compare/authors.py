@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from common import REPO_ROOT
-from common.protocol import POWERS
-from common.runstate import OFFICIAL_DATA
+from common.paper.protocol import POWERS
+from common.run.runstate import OFFICIAL_DATA
 
 AUTHORS_DIR = REPO_ROOT / 'logs' / 'authors'
 VARIANTS = ('random_projection', 'angle_projection', 'adversarial_projection', 'mhe')

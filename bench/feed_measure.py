@@ -20,6 +20,7 @@ from bench.gpu_kernels import ops_without_gpu_kernel
 from bench.machine import MachineLoad
 from common.run import config, loop
 from common.tf1_engine import training
+from common.tf1_engine.terms import graph_terms
 from common.data.pipeline import TrainBatchPrefetcher, TrainBatches
 from common.paper.projections import learned_projection_term
 
@@ -187,8 +188,7 @@ def training_entry(name):
 
 
 def _terms(key, module, flags, old):
-    terms = module.energy_terms(flags) if key in ('baseline', 'half_mhe') else \
-        dict(hidden_term=module.comhe_term(flags))
+    terms = graph_terms(module.terms(flags))
     if old and key in ('ap', 'advp'):   # as the terms were: reading P, stepped by a call of its own
         variant = 'angle' if key == 'ap' else 'adversarial'
         terms['hidden_term'] = lambda W, ctx: learned_projection_term(W, flags.pd, ctx.lr, variant, 0)
@@ -300,7 +300,7 @@ def test_pass(args, log):
                                 '/nonexistent')
     graph = tf.Graph()
     with graph.as_default():
-        g = training.build_graph(flags, **module.energy_terms(flags))
+        g = training.build_graph(flags, **graph_terms(module.terms(flags)))
         init = tf.global_variables_initializer()
     sess = tf.Session(graph=graph, config=training.session_config())
     sess.run(init)

@@ -7,10 +7,8 @@ pass on the backend KERAS_BACKEND names, and projects the wall time of a full ru
 
 The step is the engine's own compiled step (common/keras_engine/step.py: P steps,
 RP draws and the momentum update included, one device call), on random batches, for
-no energy, half-space MHE, RP (40, 20), AP (30, 1) and AdvP (30, 10), and AP and
-AdvP again with a loop of P steps per layer (``ap_per_layer``, ``advp_per_layer``)
-instead of the engine's joint loop (``keras_comhe.projections.descend_projections``:
-the layers of one shape stacked). The configurations are interleaved round by round; each round times ``--steps`` steps
+no energy, half-space MHE, RP (40, 20), AP (30, 1) and AdvP (30, 10). The
+configurations are interleaved round by round; each round times ``--steps`` steps
 after one untimed step (compilation). Prints a Markdown table; ``--json`` writes
 the figures with the machine and the command.
 """
@@ -29,18 +27,17 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common.keras_engine import engine, network, step as steps, terms as kterms  # noqa: E402
+from common.keras_engine import network, step as steps, testset  # noqa: E402
+from common.keras_engine.device import backend_device  # noqa: E402
+from common.paper import terms as variants  # noqa: E402
 from common.paper.schedule import FULL_ITERS, scaled_widths  # noqa: E402
 
-CONFIGS = {   # key: (label, terms, how the P steps are taken: step.descend)
-    'none': ('no energy', kterms.mhe_rows('baseline', '2', 1.0, 10.0), 'joint'),
-    'half_mhe': ("half-space MHE ('2')", kterms.mhe_rows('half_mhe', '2', 1.0, 10.0), 'joint'),
-    'rp': ('RP (pd 40, pn 20)', kterms.random_projection(40, 20, 0), 'joint'),
-    'ap': ('AP (pd 30, iters 1)', kterms.learned_projection('angle', 30, 1), 'joint'),
-    'advp': ('AdvP (pd 30, iters 10)', kterms.learned_projection('adversarial', 30, 10), 'joint'),
-    'ap_per_layer': ('AP, P steps per layer', kterms.learned_projection('angle', 30, 1), 'per_layer'),
-    'advp_per_layer': ('AdvP, P steps per layer', kterms.learned_projection('adversarial', 30, 10),
-                       'per_layer'),
+CONFIGS = {   # key: (label, terms)
+    'none': ('no energy', variants.mhe_rows('baseline', '2')),
+    'half_mhe': ("half-space MHE ('2')", variants.mhe_rows('half_mhe', '2')),
+    'rp': ('RP (pd 40, pn 20)', variants.random_projection(40, 20, 0)),
+    'ap': ('AP (pd 30, iters 1)', variants.learned_projection('angle', 30, 1)),
+    'advp': ('AdvP (pd 30, iters 10)', variants.learned_projection('adversarial', 30, 10)),
 }
 TEST_PASSES = FULL_ITERS // 500
 TEST_IMAGES = 10000
@@ -53,8 +50,8 @@ def block(values):
 
 def prepare(name, width, batch_size, seed=345):
     model = network.cnn9(scaled_widths(width), 100)
-    _, terms, p_steps = CONFIGS[name]
-    step = steps.compiled(steps.make_train_step(model, terms, seed, p_steps=p_steps))
+    _, terms = CONFIGS[name]
+    step = steps.compiled(steps.make_train_step(model, terms, seed))
     state = steps.initial_state(model, terms, seed)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8)
@@ -75,7 +72,7 @@ def time_steps(run, n):
 
 
 def time_test_pass(run, images):
-    test_set = engine.TestSet(run['model'], images, np.zeros(len(images), np.int64))
+    test_set = testset.TestSet(run['model'], images, np.zeros(len(images), np.int64))
     test_set.accuracy(run['state'])   # compiles
     start = time.perf_counter()
     test_set.accuracy(run['state'])
@@ -129,7 +126,7 @@ def loop_times(run, iterations, batch_size, rounds=3):
 def machine():
     return dict(backend=keras.backend.backend(), keras=keras.__version__, python=platform.python_version(),
                 processor=platform.processor() or platform.machine(), cpus=os.cpu_count(),
-                device=engine.describe_device(), date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+                device=backend_device().description, date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
                 command=' '.join(['python', *sys.argv]))
 
 
@@ -145,12 +142,7 @@ def report(result):
         ratio = f'{seconds / base:.3f}' if base else ''
         lines.append(f"| {CONFIGS[name][0]} | {1e3 * seconds:.2f} | {ratio} | "
                      f"{result['compile_s'][name]:.1f} | {total / 3600:.2f} |")
-    for name in ('ap', 'advp'):
-        if name in result['rounds_s'] and name + '_per_layer' in result['rounds_s']:
-            ratios = [a / b for a, b in zip(result['rounds_s'][name], result['rounds_s'][name + '_per_layer'])]
-            lines += ['', f"{CONFIGS[name][0]}: joint P steps / a loop per layer, each round: "
-                      + ', '.join(f'{r:.3f}' for r in ratios)]
-    lines += ['', f"test pass ({TEST_IMAGES} images, {engine.EVAL_BATCH} a call): "
+    lines += ['', f"test pass ({TEST_IMAGES} images, {testset.EVAL_BATCH} a call): "
               f"{result['test_pass_s']:.2f} s; a full run: {FULL_ITERS} steps + {TEST_PASSES} passes"]
     if 'loop_ms' in result:
         t = result['loop_ms']

@@ -10,6 +10,7 @@ from common.run import config
 from common.paper.energy import hyperspherical_energy
 from common.paper.model import comhe_first_term, comhe_score_term
 from common.paper.projections import random_projection_draws
+from common.tf1_engine.terms import graph_terms
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,14 +106,14 @@ def configs(args):
     out.append(Config('half_mhe', 'naive', "half-space MHE ('2')", rp_flags, naive_half))
     rp_label = f'RP (pd {rp_flags.pd}, pn {rp_flags.pn})'
     out.append(Config('rp', 'ours', rp_label, rp_flags,
-                      (rp_module.comhe_term(rp_flags), comhe_first_term, comhe_score_term)))
+                      (graph_terms(rp_module.terms(rp_flags))['hidden_term'], comhe_first_term, comhe_score_term)))
     out.append(Config('rp', 'naive', rp_label, rp_flags,
                       (naive_rp_term(rp_flags), naive.first_term, naive.score_term)))
     for key, module, flags, term in (('ap', ap_module, ap_flags, naive.angle_projection_term),
                                      ('advp', adv_module, adv_flags, naive.adversarial_projection_term)):
         label = f'{"AP" if key == "ap" else "AdvP"} (pd {flags.pd}, iters {flags.iters})'
-        out.append(Config(key, 'ours', label, flags,
-                          (module.comhe_term(flags), comhe_first_term, comhe_score_term), flags.iters))
+        hidden = graph_terms(module.terms(flags))['hidden_term']
+        out.append(Config(key, 'ours', label, flags, (hidden, comhe_first_term, comhe_score_term), flags.iters))
         out.append(Config(key, 'naive', label, flags,
                           (naive_learned_term(term, flags), naive.first_term, naive.score_term),
                           flags.iters))

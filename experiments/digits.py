@@ -171,15 +171,9 @@ def method_flags(method, seed, args):
     return module, flags
 
 
-def energy_terms(module, flags):
-    """The entry point's terms as entry.main would pass them to train()."""
-    make = getattr(module, 'energy_terms', None) or module.comhe_term
-    terms = make(flags)
-    return terms if isinstance(terms, dict) else dict(hidden_term=terms)
-
-
 def run_one(method, seed, args, dataset):
     """Train one method with one seed; returns the run's record (accuracy read from its log)."""
+    from common.tf1_engine.terms import graph_terms
     from common.tf1_engine.training import train
     module, flags = method_flags(method, seed, args)
     name = f'{config.run_name(flags)}_seed{seed}'
@@ -189,7 +183,7 @@ def run_one(method, seed, args, dataset):
     start = time.perf_counter()
     # The training loop's per-line stdout would drown the table; it is all in the logs.
     with contextlib.redirect_stdout(captured):
-        code = train(flags, name, dataset=dataset, n_class=N_CLASS, **energy_terms(module, flags))
+        code = train(flags, name, dataset=dataset, n_class=N_CLASS, **graph_terms(module.terms(flags)))
     seconds = time.perf_counter() - start
     train_log, test_log = runlog.log_paths(run_dir, index)
     record = dict(method=method, entry_point=f'{module.VARIANT}/train.py',

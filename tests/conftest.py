@@ -132,9 +132,13 @@ def train_in_process(variant, *argv):
     itself use run_train."""
     from common import entry
     module = load_entry_point(variant)
-    terms = module.energy_terms if variant == 'mhe' else module.comhe_term
-    return entry.main(module.__doc__, module.VARIANT, module.DEFAULTS, terms, list(argv),
-                      keras_terms=module.keras_terms)
+    return entry.main(module.__doc__, module.VARIANT, module.DEFAULTS, module.terms, list(argv))
+
+
+def graph_terms_of(module, flags):
+    """The entry point's TF1 hooks (``build_graph``'s keyword arguments) for ``flags``."""
+    from common.tf1_engine.terms import graph_terms
+    return graph_terms(module.terms(flags))
 
 
 # make test runs the files on two workers (pytest-xdist, --dist loadfile, no reordering),

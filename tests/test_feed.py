@@ -14,7 +14,7 @@ import tensorflow.compat.v1 as tf
 from common.data import pipeline
 from common.tf1_engine import training
 from common.paper.projections import PROJECTION_COLLECTION, learned_projection_term
-from conftest import ROOT, bench_env, entry_flags, load_entry_point
+from conftest import ROOT, bench_env, entry_flags, graph_terms_of, load_entry_point
 
 
 def random_set(n, shape=(32, 32, 3), seed=0):
@@ -69,7 +69,7 @@ def two_graphs(variant, iters):
                         '--iters', str(iters))
     kind = 'angle' if variant == 'angle_projection' else 'adversarial'
     built = []
-    for term in (module.comhe_term(flags),
+    for term in (graph_terms_of(module, flags)['hidden_term'],
                  lambda W, ctx: learned_projection_term(W, flags.pd, ctx.lr, kind, 0)):
         graph = tf.Graph()
         with graph.as_default():
@@ -138,7 +138,7 @@ def test_evaluation_in_calls_of_1000_gives_the_accuracy_of_batches_of_100():
     flags = entry_flags(module, '--width', '0.125', '--model_name', 'baseline')
     graph = tf.Graph()
     with graph.as_default():
-        g = training.build_graph(flags, **module.energy_terms(flags))
+        g = training.build_graph(flags, **graph_terms_of(module, flags))
         init = tf.global_variables_initializer()
     sess = tf.Session(graph=graph, config=training.session_config())
     sess.run(init)
@@ -163,7 +163,7 @@ def test_training_refuses_images_that_are_not_uint8(tmp_path):
     flags = entry_flags(module, '--log_dir', str(tmp_path))
     images, labels = random_set(200)
     with pytest.raises(ValueError, match='float32, expected uint8'):
-        training.train(flags, 'x', module.comhe_term(flags),
+        training.train(flags, 'x', **graph_terms_of(module, flags),
                        dataset=(images.astype(np.float32), labels, images, labels))
 
 

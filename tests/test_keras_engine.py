@@ -15,6 +15,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,6 +129,14 @@ def test_a_killed_keras_run_resumes_to_the_logs_of_an_uninterrupted_one(cifar_fi
         ['ckpt-100.npz', 'ckpt-120.npz']
     events = list((run_dir / 'tensorboard_00').glob('events.out.tfevents.*'))
     assert len(events) == 2
+    # Each file starts its session at its first iteration, so TensorBoard hides what the
+    # killed run wrote after the checkpoint it resumed from.
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    resumed_at = int(re.search(r'resuming run 00 at iteration (\d+)', out).group(1))
+    starts = sorted([e.step for e in EventFileLoader(str(p)).Load()
+                     if e.HasField('session_log') and e.session_log.status == e.session_log.START]
+                    for p in events)
+    assert starts == [[0], [resumed_at]] and resumed_at > 0
 
 
 def test_a_run_of_one_engine_does_not_resume_with_the_other(cifar_fixture, tmp_path, capsys):
@@ -270,15 +279,16 @@ def test_keras_backend_applies_to_the_keras_engine_and_before_keras_starts(monke
 
 def test_the_test_pass_on_the_device_counts_what_the_logits_say():
     # On the test process's Keras backend (TensorFlow unless KERAS_BACKEND says otherwise).
-    from common.keras_engine import engine, network, step as steps, terms
+    from common.keras_engine import network, step as steps, testset
+    from common.paper import terms
     model = network.cnn9((2, 2, 2, 2), 100)
-    state = steps.initial_state(model, terms.mhe_rows('baseline', '2', 1.0, 10.0), seed=1)
+    state = steps.initial_state(model, terms.mhe_rows('baseline', '2'), seed=1)
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (2500, 32, 32, 3), dtype=np.uint8)   # calls of 1000, 1000, 500
     logits = np.asarray(model(images, training=False))
     labels = logits.argmax(1)
     labels[::3] = (labels[::3] + 1) % 100                                  # a third wrong
-    test_set = engine.TestSet(model, images, labels)
+    test_set = testset.TestSet(model, images, labels)
     assert [int(x.shape[0]) for x, _ in test_set.chunks] == [1000, 1000, 500]
     assert test_set.accuracy(state) == np.mean(logits.argmax(1) == labels)
 
@@ -316,7 +326,8 @@ def test_train_py_runs_on_the_other_backends(cifar_fixture, tmp_path, backend):
 
 def test_rp_draws_differ_for_every_layer_and_step():
     import keras
-    from common.keras_engine import step as steps, terms
+    from common.keras_engine import step as steps
+    from common.paper import terms
     t = terms.random_projection(4, 2, 0)
     Ws = [keras.ops.zeros((6, 3))] * 9
     generators = [keras.random.SeedGenerator(0) for _ in range(9)]
@@ -330,12 +341,14 @@ def test_rp_draws_differ_for_every_layer_and_step():
 
 NO_TENSORFLOW = """import sys
 sys.modules['tensorflow'] = None   # as on a GPU machine with JAX and no TensorFlow
+sys.modules['tensorboardX'] = None
 """
 
 
 def test_the_full_run_benchmark_runs_train_py_on_jax_without_tensorflow(tmp_path):
     # What bench/gpu_keras_engine.sh runs on a borrowed GPU machine, whose image has JAX
-    # and no TensorFlow: the Keras engine needs none (no TensorBoard events then).
+    # and no TensorFlow nor tensorboardX: the Keras engine needs neither (no TensorBoard
+    # events then).
     if importlib.util.find_spec('jax') is None:
         pytest.skip('jax is not installed')
     site = tmp_path / 'site'
@@ -351,7 +364,7 @@ def test_the_full_run_benchmark_runs_train_py_on_jax_without_tensorflow(tmp_path
     assert result['last_test_line'].startswith('++++iter_299')
     assert result['wall_s'] > result['first_line_s'] > 0 and result['iterations_per_s'] > 0
     run_text = (out / 'run.txt').read_text()
-    assert 'TensorFlow is not installed, so no TensorBoard events are written' in run_text
+    assert 'tensorboardX is not installed, so no TensorBoard events are written' in run_text
     train_lines = (out / 'log_train_00.txt').read_text().splitlines()
     assert [line.split(':')[0] for line in train_lines] == ['====iter_0', '====iter_100', '====iter_200']
     assert (out / 'log_test_00.txt').read_text().splitlines()[-1] == result['last_test_line']
@@ -363,11 +376,12 @@ def test_values_fetched_a_step_later_log_what_waiting_for_each_step_logs(cifar_f
     # On a GPU the engine hands the loop each step's values to fetch later (common.run.loop:
     # checked and logged once the next step is under way); the logs are the same.
     from common.keras_engine import engine
+    from common.keras_engine.device import Device
     args = [*cifar_fixture, '--engine', 'keras', '--width', '0.125', '--batch_size', '8',
             '--max_iters', '201', '--eval_every', '100', '--ckpt_every', '50', '--pn', '2']
     for ahead in (False, True):
-        line = 'device: GPU (as if)' if ahead else 'device: CPU (as it is)'
-        monkeypatch.setattr(engine, 'describe_device', lambda: line)
+        device = Device('device: GPU (as if)' if ahead else 'device: CPU (as it is)', ahead)
+        monkeypatch.setattr(engine, 'backend_device', lambda: device)
         assert train_in_process('random_projection', *args, '--log_dir', str(tmp_path / str(ahead))) == 0
     for kind, lines in (('train', 3), ('test', 2)):
         logs = [(tmp_path / str(ahead) / 'pd40_pn2' / f'log_{kind}_00.txt').read_text() for ahead in (False, True)]

@@ -180,7 +180,7 @@ def test_a_new_run_racing_for_the_same_log_index_exits_busy(tmp_path, holder_pro
     proc = holder_process(runstate.new_run(run_dir).lock_file)
     images = np.zeros((2, 32, 32, 3), np.uint8)
     ran = []
-    code = loop.start(flags, config.run_name(flags), (images, [0, 1], images, [0, 1]), 'device: CPU',
+    code = loop.run_with_data_and_lock(flags, config.run_name(flags), (images, [0, 1], images, [0, 1]), 'device: CPU',
                       lambda *args: ran.append(args) or 0)
     assert code == runstate.BUSY_EXIT and ran == []
     assert f'is being written by another train.py (pid {proc.pid} on ' in capsys.readouterr().err

@@ -12,8 +12,9 @@ import tensorflow.compat.v1 as tf
 import float32_bound
 import reference
 from common.run import config, runlog
+from common.paper.terms import term_weights
 from common.tf1_engine.training import build_graph, session_config
-from conftest import ROOT, entry_flags, load_entry_point, run_train, train_in_process
+from conftest import ROOT, entry_flags, graph_terms_of, load_entry_point, run_train, train_in_process
 
 ARGS = ('--width', '0.125', '--batch_size', '16')
 LAYERS = ['conv1_0', 'conv1_1', 'conv1_2', 'conv2_0', 'conv2_1', 'conv2_2',
@@ -44,7 +45,7 @@ def init_values(module, *argv):
 def _built_init_values(module, flags):
     graph = tf.Graph()
     with graph.as_default():
-        g = build_graph(flags, **module.energy_terms(flags))
+        g = build_graph(flags, **graph_terms_of(module, flags))
         init = tf.global_variables_initializer()
         filters = {v.op.name.split('/')[0]: v for v in tf.global_variables()
                    if v.op.name.endswith('/filter')}
@@ -99,7 +100,7 @@ def test_defaults_names_and_weights(mhe):
     assert flags.log_dir == ROOT / 'logs' / 'mhe'
     assert config.run_name(entry_flags(mhe, '--model_name', 'baseline', '--power_s', 'a1')) == 'baseline'
     assert config.run_name(entry_flags(mhe, '--model_name', 'mhe')) == 'mhe_2'
-    assert {p: mhe.term_weights(p) for p in WEIGHTS} == WEIGHTS
+    assert {p: term_weights(p) for p in WEIGHTS} == WEIGHTS
 
 
 def test_a_bad_model_name_stops_before_training(tmp_path):

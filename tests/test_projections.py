@@ -71,7 +71,7 @@ def test_ap_lookahead_is_a_gradient_step_on_its_loss(session, lookahead_decay):
 
 def test_lookahead_decay_is_refused_for_advp(session):
     with pytest.raises(ValueError, match='AP option'):
-        proj.learned_projection_term(tf.constant(np.ones((6, 5), np.float32)), 3, 0.1, 'adversarial',
+        proj.learned_projection_term(tf.constant(np.ones((6, 5), np.float32)), 3, 0.1, 'adversarial', 1,
                                      lookahead_decay=True)
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from common.run import runlog
-from conftest import ROOT, entry_flags, load_entry_point, run_train, train_in_process
+from conftest import ROOT, entry_flags, graph_terms_of, load_entry_point, run_train, train_in_process
 
 
 @pytest.mark.parametrize('variant, seed', [('random_projection', 345), ('angle_projection', 345),
@@ -72,7 +72,7 @@ def test_ap_lookahead_is_the_releases_unless_flagged(monkeypatch):
     for argv, want in (((), False), (('--lookahead_decay',), True)):
         flags = entry_flags(module, *argv)
         assert flags.lookahead_decay is want
-        module.comhe_term(flags)('W', type('ctx', (), {'lr': 'lr'}))
+        graph_terms_of(module, flags)['hidden_term']('W', type('ctx', (), {'lr': 'lr'}))
         assert seen.pop() == ('W', 30, 'lr', 'angle', 1, want)
     assert not hasattr(entry_flags(load_entry_point('adversarial_projection')), 'lookahead_decay')
 

@@ -11,7 +11,7 @@ from common.paper import schedule
 from common.paper.projections import (LEARNED_COLLECTION, LEARNED_VARIANTS, PROJECTION_COLLECTION,
                                 descend_projection, random_projection_draws)
 from common.tf1_engine.training import build_graph, session_config
-from conftest import VARIANTS, entry_flags, load_entry_point
+from conftest import VARIANTS, entry_flags, graph_terms_of, load_entry_point
 
 ARGS = ('--width', '0.125', '--batch_size', '8', '--pn', '2', '--pd', '5')
 
@@ -29,7 +29,7 @@ def built(variant, *extra):
         flags = entry_flags(module, *ARGS, *extra)
         graph = tf.Graph()
         with graph.as_default():
-            g = build_graph(flags, module.comhe_term(flags))
+            g = build_graph(flags, **graph_terms_of(module, flags))
             init = tf.global_variables_initializer()
         _BUILT[key] = flags, graph, g, tf.Session(graph=graph, config=session_config()), init
     flags, graph, g, sess, init = _BUILT[key]

@@ -25,6 +25,7 @@ import numpy as np
 from keras import ops
 
 from common.keras_engine.network import FILTERS
+from common.keras_engine.terms import first_term, hidden_term, score_term
 from common.paper.protocol import LABEL_SMOOTHING, WEIGHT_DECAY
 from keras_comhe import projections
 from keras_comhe.energy import filters_as_matrix
@@ -82,11 +83,11 @@ def batchless_terms(terms, positions, trainable, P, draws, lr):
     thom, thomf = zero, zero
     if terms.has_energy:
         Ws = [filters_as_matrix(trainable[i]) for i in positions]
-        thom = terms.first(Ws[0])
+        thom = first_term(terms, Ws[0])
         for k, W in enumerate(Ws[1:10]):
-            thom = thom + terms.hidden(W, P=P[k] if P else None, lr=lr,
-                                       draws=draws[k] if draws else None)
-        thomf = terms.score(Ws[10])
+            thom = thom + hidden_term(terms, W, P=P[k] if P else None, lr=lr,
+                                      draws=draws[k] if draws else None)
+        thomf = score_term(terms, Ws[10])
     return reg, thom, thomf
 
 
@@ -133,23 +134,14 @@ def value_and_grad(fn):
     raise ValueError(f'KERAS_BACKEND={backend!r}: the Keras engine runs on jax, tensorflow or torch')
 
 
-P_STEPS = ('joint', 'per_layer')
-
-
-def descend(terms, Ps, Ws, lr, p_steps='joint'):
-    """The hidden layers' P after their ``terms.iters`` steps: ``'joint'``, one loop for
-    all layers, those of one shape stacked (bench/keras_engine_step.py measures it
-    against ``'per_layer'``, a loop per layer)."""
-    if p_steps == 'joint':
-        Ps = projections.descend_projections(terms.kind, Ps, Ws, lr, terms.iters)
-    elif p_steps == 'per_layer':
-        Ps = [projections.descend_projection(terms.kind, P, W, lr, terms.iters) for P, W in zip(Ps, Ws)]
-    else:
-        raise ValueError(f'p_steps must be one of {P_STEPS}, got {p_steps!r}')
+def descend(terms, Ps, Ws, lr):
+    """The hidden layers' P after their ``terms.iters`` steps: one loop for all layers,
+    those of one shape stacked (no gradient into the steps)."""
+    Ps = projections.descend_projections(terms.kind, Ps, Ws, lr, terms.iters)
     return [ops.stop_gradient(P) for P in Ps]
 
 
-def make_projections(model, terms, seed, p_steps='joint'):
+def make_projections(model, terms, seed):
     """``projected(state, lr, draws=None) -> (P, draws)``: the hidden layers' P after this
     step's P steps (AP/AdvP) and this step's RP draws (unless given), as a step at
     ``state`` takes them."""
@@ -159,20 +151,20 @@ def make_projections(model, terms, seed, p_steps='joint'):
 
     def projected(state, lr, draws=None):
         Ws = [filters_as_matrix(state['trainable'][i]) for i in positions]
-        P = descend(terms, state['P'], Ws, lr, p_steps) if terms.learned else []
+        P = descend(terms, state['P'], Ws, lr) if terms.learned else []
         if terms.kind == 'rp' and draws is None:
             draws = rp_draws(terms, Ws, generators, seed, state['step'])
         return P, draws
     return projected
 
 
-def make_batchless_terms(model, terms, seed, p_steps='joint'):
+def make_batchless_terms(model, terms, seed):
     """``terms_of(state, lr) -> [reg, thom, thomf]`` of the state's weights, with the P
     steps and RP draws of the step the state would take next: what a checkpoint checks
     before it saves (as the TF1 engine's), since weights can be finite and their
     terms not (a sum of squares overflows float32 first)."""
     positions = filter_positions(model)
-    projected = make_projections(model, terms, seed, p_steps)
+    projected = make_projections(model, terms, seed)
 
     def terms_of(state, lr):
         P, draws = projected(state, lr)
@@ -180,13 +172,12 @@ def make_batchless_terms(model, terms, seed, p_steps='joint'):
     return terms_of
 
 
-def make_train_step(model, terms, seed, n_class=100, p_steps='joint'):
+def make_train_step(model, terms, seed, n_class=100):
     """``step(state, images, labels, lr, draws=None) -> (state, values)``, values the array
     ``[fit, reg, thom, thomf, acc]`` (``logged_values`` gives them as floats);
-    ``draws``: the RP draws to use instead of the run's own (a parity test's);
-    ``p_steps``: see ``descend``."""
+    ``draws``: the RP draws to use instead of the run's own (a parity test's)."""
     loss_and_grad = value_and_grad(make_loss(model, terms, n_class))
-    projected = make_projections(model, terms, seed, p_steps)
+    projected = make_projections(model, terms, seed)
 
     def step(state, images, labels, lr, draws=None):
         trainable = list(state['trainable'])

@@ -13,19 +13,20 @@ from dataclasses import dataclass, field
 import tensorflow.compat.v1 as tf
 
 from common.paper.energy import filters_as_matrix, hyperspherical_energy, static_dims
-
 from common.paper.protocol import BN_DECAY, WIDTHS
+from common.paper.terms import COMHE_POWER, COMHE_SCORE_WEIGHT
+
 BN_EPSILON = 1e-3
 
 
 def comhe_first_term(W):
     """Protocol: the first layer gets the plain half-space energy, power '2'."""
-    return hyperspherical_energy(W, '2', half_space=True)
+    return hyperspherical_energy(W, COMHE_POWER, half_space=True)
 
 
 def comhe_score_term(W):
     """Protocol: the score layer gets 10 x the full-space energy, power '2'."""
-    return 10.0 * hyperspherical_energy(W, '2')
+    return COMHE_SCORE_WEIGHT * hyperspherical_energy(W, COMHE_POWER)
 
 
 @dataclass

@@ -176,7 +176,7 @@ class LearnedProjection:
     stepped: object = None   # P after the iteration's steps, which the term used; None: P itself
 
 
-def learned_projection_term(W, pd, lr, variant, iters=0, lookahead_decay=False):
+def learned_projection_term(W, pd, lr, variant, iters, lookahead_decay=False):
     """AP (``variant='angle'``) or AdvP (``'adversarial'``) for one layer: its P
     (in the current variable scope) and its term. P's objective is registered
     for the training loop's P steps (``projection_descent``) and for logging.
@@ -185,7 +185,8 @@ def learned_projection_term(W, pd, lr, variant, iters=0, lookahead_decay=False):
     the same graph (a function of P and W, not a read of P after an update), and
     ``projection_descent`` assigns those steps to P: P steps and main step are
     then one session call, and the main step cannot read P before its steps.
-    ``iters=0``: the term reads P; the P steps are a call of their own, before.
+    ``iters=0`` (bench/legacy.py's loop of two calls, as the release ran): the term reads
+    P; the P steps are a call of their own, before.
     ``lookahead_decay`` (AP only): see ``angle_projection_lookahead``."""
     term_fn, objective_of = LEARNED_VARIANTS[variant]
     if lookahead_decay and variant != 'angle':

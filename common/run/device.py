@@ -14,13 +14,18 @@ def describe(environ=None):
     """One line: ``device: GPU NVIDIA H200 (CUDA_VISIBLE_DEVICES=0)``, or ``device: CPU (<why>)``."""
     environ = os.environ if environ is None else environ
     gpus = tf.config.list_physical_devices('GPU')
-    if gpus:
+    if gpus:   # as has_gpu()
         name = tf.config.experimental.get_device_details(gpus[0]).get('device_name') or gpus[0].name
         more = f' and {len(gpus) - 1} more' if len(gpus) > 1 else ''
         visible = environ.get('CUDA_VISIBLE_DEVICES')
         return f'device: GPU {name}{more}' + (f' (CUDA_VISIBLE_DEVICES={visible})' if visible else '')
     return 'device: CPU (' + cpu_reason(tf.test.is_built_with_cuda(), nvidia_driver_present(),
                                         environ) + ')'
+
+
+def has_gpu():
+    """Whether TensorFlow sees a GPU (the one ``describe`` names)."""
+    return bool(tf.config.list_physical_devices('GPU'))
 
 
 def nvidia_driver_present():

@@ -65,7 +65,7 @@ def open_run(flags, run_name):
     return files, locks.acquire(files.lock_file)
 
 
-def start(flags, run_name, dataset, device_line, run):
+def run_with_data_and_lock(flags, run_name, dataset, device_line, run):
     """What every engine does first: say where it trains, load the data, take the run's
     files and lock; then ``run(files, train_x, train_y, test_x, test_y)`` with the lock
     held -> its exit code. Exit code 2, with the message, for bad data; 75
@@ -84,7 +84,7 @@ def start(flags, run_name, dataset, device_line, run):
         return run(files, *arrays)
 
 
-def begin(flags, files, run_name, checkpoint_iteration=None, record=None):
+def prepare_run_files(flags, files, run_name, checkpoint_iteration=None, record=None):
     """The run's files at its start -> the iteration it starts at. A resume (from
     ``checkpoint_iteration``, restored by the engine) drops the log lines written after
     that checkpoint; a new run gets its folder for checkpoints, empty logs, its flags

@@ -172,7 +172,7 @@ def train(flags, run_name, hidden_term, dataset=None, **graph_kwargs):
     ``dataset``: (train_images, train_labels, test_images, test_labels) to use
     instead of CIFAR-100 from ``flags.data_dir`` (uint8 [n, 32, 32, 3], int).
     """
-    return loop.start(flags, run_name, dataset, device.describe(),
+    return loop.run_with_data_and_lock(flags, run_name, dataset, device.describe(),
                       lambda files, *arrays: _train_run(flags, run_name, hidden_term, graph_kwargs,
                                                         files, *arrays))
 
@@ -206,7 +206,7 @@ def _train_run(flags, run_name, hidden_term, graph_kwargs, files, train_x, train
         else:
             restored = None
             sess.run(init)
-        start = loop.begin(flags, files, run_name, restored)
+        start = loop.prepare_run_files(flags, files, run_name, restored)
         graph.finalize()
         calls = SessionCalls(sess, g)
         with graph.as_default():

@@ -28,7 +28,7 @@ import keras  # noqa: E402
 from common.paper import projections  # noqa: E402
 from common.tf1_engine import training  # noqa: E402
 from common.keras_engine import network, step as steps  # noqa: E402
-from conftest import entry_flags, load_entry_point  # noqa: E402
+from conftest import entry_flags, graph_terms_of, load_entry_point  # noqa: E402
 
 CONFIGS = {
     'none': ('mhe', ['--model_name', 'baseline']),
@@ -61,10 +61,8 @@ def run_config(name, n_steps, width, out):
     module = load_entry_point(variant)
     flags = entry_flags(module, '--width', str(width), '--batch_size', '16', *argv)
     flags.variant = module.VARIANT
-    make = module.energy_terms if variant == 'mhe' else module.comhe_term
-    graph_terms = make(flags)
-    graph_terms = graph_terms if isinstance(graph_terms, dict) else dict(hidden_term=graph_terms)
-    terms = module.keras_terms(flags)
+    terms = module.terms(flags)
+    graph_terms = graph_terms_of(module, flags)
     graph = tf.Graph()
     with graph.as_default():
         g = training.build_graph(flags, **graph_terms)

@@ -28,7 +28,7 @@ from common.paper.energy import POWERS, hyperspherical_energy  # noqa: E402
 from common.paper.projections import (adversarial_projection_term, angle_projection_term,  # noqa: E402
                                 random_projection_term)
 from common.tf1_engine.training import build_graph, session_config  # noqa: E402
-from conftest import entry_flags, load_entry_point  # noqa: E402
+from conftest import entry_flags, graph_terms_of, load_entry_point  # noqa: E402
 
 out = {}
 rng = np.random.default_rng(0)
@@ -58,7 +58,7 @@ for key in entries:
     module = load_entry_point(key)
     flags = entry_flags(module, '--width', '0.125', '--batch_size', '8', '--pn', '2', '--pd', '5')
     with tf.Graph().as_default() as graph:
-        g = build_graph(flags, module.comhe_term(flags))
+        g = build_graph(flags, **graph_terms_of(module, flags))
         init = tf.global_variables_initializer()
         variables = {f'{key}:{v.op.name}': v for v in tf.global_variables()}
         if saved:   # one assign op for all, fed in one call

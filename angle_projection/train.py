@@ -10,8 +10,8 @@ from pathlib import Path
 
 # Run as `python train.py` from this folder: the repository root holds common/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import entry  # noqa: E402  (after the path; no TensorFlow yet: --gpu_no comes first)
-from common.paper import terms as variants  # noqa: E402
+from common import entry
+from common.paper import terms as variants
 
 VARIANT = 'angle_projection'
 DEFAULTS = dict(pd=30, pn=1, iters=1, lookahead_decay=False)   # the original release's

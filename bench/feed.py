@@ -55,10 +55,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from bench.feed_measure import (LOOP_VARIANTS, gpu_kernels, loops, pipeline, random_set,  # noqa: E402
+from bench.feed_measure import (LOOP_VARIANTS, gpu_kernels, loops, pipeline, random_set,
                                 session_overhead, test_pass)
-from bench.feed_report import markdown, targets, write  # noqa: E402
-from bench.machine import machine  # noqa: E402
+from bench.feed_report import markdown, targets, write
+from bench.machine import machine
 
 
 # ---------------------------------------------------------------- main

@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common.data.cifar_fixture import write_cifar100_archive  # noqa: E402
-from common.paper.schedule import FULL_ITERS  # noqa: E402
+from common.data.cifar_fixture import write_cifar100_archive
+from common.paper.schedule import FULL_ITERS
 
 VARIANTS = ('random_projection', 'angle_projection', 'adversarial_projection')
 TRAIN_LINE = re.compile(r'^====iter_(\d+):')

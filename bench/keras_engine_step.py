@@ -24,13 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from common.keras_engine import network, step as steps, testset  # noqa: E402
-from common.keras_engine.device import backend_device  # noqa: E402
-from common.paper import terms as variants  # noqa: E402
-from common.paper.schedule import FULL_ITERS, scaled_widths  # noqa: E402
+from common.keras_engine import network, step as steps, testset
+from common.keras_engine.device import backend_device
+from common.paper import terms as variants
+from common.paper.schedule import FULL_ITERS, scaled_widths
 
 CONFIGS = {   # key: (label, terms)
     'none': ('no energy', variants.mhe_rows('baseline', '2')),
@@ -94,7 +94,7 @@ def loop_time(run, iterations, batch_size, ahead):
 
     def step(x, y, lr):
         run['state'], values = run['step'](run['state'], x, y, np.float32(lr))
-        fetch = lambda: steps.logged_values(values)   # noqa: E731
+        fetch = lambda: steps.logged_values(values)   # noqa: E731 (a value the loop may call later)
         return fetch if ahead else fetch()
     with tempfile.TemporaryDirectory() as tmp:
         files = runstate.new_run(Path(tmp))

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from common.paper.protocol import WIDTHS  # noqa: E402  (after the path)
+from common.paper.protocol import WIDTHS
 
 CONFIGS = ('none', 'rp', 'ap', 'advp')
 

@@ -1,5 +1,6 @@
 """bench/step_time.py's report: the targets, the Markdown tables, and one result from
 the results of repeated runs."""
+import json
 import statistics
 
 TARGETS = {   # config -> largest step-time ratio to no energy
@@ -100,13 +101,30 @@ def total_note(result):
     loads = result.get('step_time', {}).get('load')
     loads = loads if isinstance(loads, list) else [loads] if loads else []
     note = f'{result["total_s"] / 60:.1f} min'
-    if 'runs' in result:
-        note += f', {len(result["runs"])} runs in separate processes (medians over the runs)'
+    if result.get('run_count', 1) > 1:
+        note += f', {result["run_count"]} runs in separate processes (medians over the runs)'
     if loads:
         others = ', '.join(f'{load["other_cpu_cores"]:.2f}' for load in loads)
         note += (f'; while the steps were timed, other processes used {others} '
                  f'of the {result["machine"]["cpu_count"]} cores')
     return note
+
+
+def compact_json(result):
+    """``result`` as JSON for bench/results/: each run's full figures left out (the rows
+    keep their per-run values), one line per entry and per row, so it reads and diffs."""
+    summary = {k: v for k, v in result.items() if k != 'runs'}
+    summary['run_count'] = len(result.get('runs', [])) or 1
+
+    def dump(value, depth):
+        pad = ' ' * (depth + 1)
+        if depth < 2 and isinstance(value, dict) and any(isinstance(v, (dict, list)) for v in value.values()):
+            items = [f'{pad}{json.dumps(k)}: {dump(v, depth + 1)}' for k, v in value.items()]
+            return '{\n' + ',\n'.join(items) + '\n' + ' ' * depth + '}'
+        if depth < 3 and isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            return '[\n' + ',\n'.join(pad + json.dumps(v) for v in value) + '\n' + ' ' * depth + ']'
+        return json.dumps(value)
+    return dump(summary, 0) + '\n'
 
 
 def aggregate(runs):

@@ -59,12 +59,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import numpy as np  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
+import numpy as np
+import tensorflow.compat.v1 as tf
 
-from bench.machine import machine  # noqa: E402
-from bench.step_harness import end_to_end, scaling, step_times  # noqa: E402
-from bench.step_report import aggregate, markdown, targets, total_note  # noqa: E402
+from bench.machine import machine
+from bench.step_harness import end_to_end, scaling, step_times
+from bench.step_report import aggregate, compact_json, markdown, targets, total_note
 
 
 # ---------------------------------------------------------------- --repeat
@@ -175,7 +175,7 @@ def main(argv=None):
         log(result['markdown'])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + '\n')
+        args.json.write_text(compact_json(result))
         log(f'\nwrote {args.json}')
         if 'markdown' in result:
             m = result['machine']

@@ -25,7 +25,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from examples.torch_digits import cnn, digits, regularisers  # noqa: E402  (after the path)
+from examples.torch_digits import cnn, digits, regularisers
 
 CONFIGS = ('none', 'rp', 'ap', 'advp')
 

@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import keras  # noqa: E402
+import keras
 
-import keras_comhe as comhe  # noqa: E402
-from experiments.digits import load_digits_dataset  # noqa: E402  (no TensorFlow there)
+import keras_comhe as comhe
+from experiments.digits import load_digits_dataset
 
 METHODS = ('none', 'half_mhe', 'rp', 'ap', 'advp')
 

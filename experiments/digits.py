@@ -50,8 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from common import REPO_ROOT  # noqa: E402  (no TensorFlow here)
-from common.run import config, runlog  # noqa: E402
+from common import REPO_ROOT
+from common.run import config, runlog
 
 # label -> (entry point folder, extra flags). The order is the table's.
 METHODS = {

@@ -4,6 +4,7 @@ the active backend's tensors first."""
 from keras import ops
 
 from comhe import projections
+# Re-exported: this module's API is comhe.projections' for Keras tensors.
 from comhe.projections import (FORMS, P_DECAY, VARIANTS, WEIGHT_DECAY, descent_costs,  # noqa: F401
                                num_projections)
 

@@ -18,16 +18,14 @@ for _name, _value in TEST_TF_ENV.items():
     os.environ.setdefault(_name, _value)
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SITE = ROOT / 'tests' / 'train_site'   # see train_env()
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# tests/helpers/ is on sys.path (pytest.ini; the scripts of tests/scripts/ put it there)
 
-import pytest  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
+import pytest
+import tensorflow.compat.v1 as tf
 
-import loopback_only  # noqa: E402
-
-from common.data import cifar_fixture as cf  # noqa: E402
-from common.data import cifar  # noqa: E402
+import loopback_only
+from common.data import cifar
+from common.data import cifar_fixture as cf
 
 
 # Tests never send traffic off the machine: in this process a connection to
@@ -128,7 +126,7 @@ def run_train(variant, *argv, cwd=None, timeout=300, env=(), **popen):
 def train_in_process(variant, *argv):
     """``<variant>/train.py argv`` run in this process (its ``entry.main``): the same
     flags, graph and logs as the subprocess, without starting Python and TensorFlow
-    again (~10 s a run). For tests of what a run computes; tests of the command line
+    again for each run. For tests of what a run computes; tests of the command line
     itself use run_train."""
     from common import entry
     module = load_entry_point(variant)

@@ -7,17 +7,17 @@ import tensorflow as tf2
 import tensorflow.compat.v1 as tf
 
 import float32_bound
-import reference
+import numpy_oracle as oracle
 from common.paper.energy import POWERS, hyperspherical_energy, pairwise_cosine
 
 
 
 def matches_reference(got, W, power, half_space, dtype):
     """The op's energies of W ([d, N] or [T, d, N]) against the NumPy reference: float64
-    within 1e-6 relative; float32 within tests/float32_bound.py's bound (sums over d or
+    within 1e-6 relative; float32 within tests/helpers/float32_bound.py's bound (sums over d or
     the N^2 pairs, the kernel's four stages)."""
     def energies(W):
-        return np.array([reference.energy(w, power, half_space) for w in W.reshape(-1, *W.shape[-2:])])
+        return np.array([oracle.energy(w, power, half_space) for w in W.reshape(-1, *W.shape[-2:])])
     if dtype == np.float64:
         np.testing.assert_allclose(got, energies(W).reshape(np.shape(got)), rtol=1e-6)
         return
@@ -56,14 +56,14 @@ def test_half_space_is_not_the_full_space_energy():
     full = hyperspherical_energy(W, '2').numpy()
     half = hyperspherical_energy(W, '2', half_space=True).numpy()
     assert abs(full - half) > 1e-3
-    np.testing.assert_allclose(half, reference.energy(W, '2', True), rtol=1e-6)
+    np.testing.assert_allclose(half, oracle.energy(W, '2', True), rtol=1e-6)
 
 
 def test_pairwise_cosine_matches_reference_and_batches():
     W = random_w((2, 8, 5), seed=4)
     got = pairwise_cosine(W).numpy()
     for t in range(2):
-        np.testing.assert_allclose(got[t], reference.cosine(W[t]), rtol=1e-6)
+        np.testing.assert_allclose(got[t], oracle.cosine(W[t]), rtol=1e-6)
     # The 1e-4 inside the norm: the diagonal is slightly below 1.
     sq = np.sum(W[0] ** 2, axis=0)
     np.testing.assert_allclose(np.diag(got[0]), sq / (sq + 1e-4), rtol=1e-12)
@@ -120,14 +120,14 @@ def test_energy_gradients_match_finite_differences(session, power, half_space):
     W0 = random_w((5, 4), seed=6)
     W = tf.constant(W0)
     grad = session.run(tf.gradients(hyperspherical_energy(W, power, half_space), W)[0])
-    want = reference.finite_difference_grad(lambda w: reference.energy(w, power, half_space), W0)
+    want = oracle.finite_difference_grad(lambda w: oracle.energy(w, power, half_space), W0)
     np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-8)
 
     B0, u = random_w((3, 4, 6), seed=7), _upstream(3, 8)
     B = tf.placeholder(tf.float64, B0.shape)
     weighted = tf.reduce_sum(u * hyperspherical_energy(B, power, half_space))
     grad = session.run(tf.gradients(weighted, B)[0], {B: B0})
-    want = reference.finite_difference_grad(lambda b: session.run(weighted, {B: b}), B0)
+    want = oracle.finite_difference_grad(lambda b: session.run(weighted, {B: b}), B0)
     np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-8)
 
 
@@ -142,7 +142,7 @@ def test_pairwise_cosine_gradient_and_its_derivative(session, shape):
     grad = tf.gradients(loss, W)[0]
     hvp = tf.gradients(tf.reduce_sum(grad * V), W)[0]
     got_grad, got_hvp = session.run([grad, hvp], {W: W0})
-    fd = reference.finite_difference_grad
+    fd = oracle.finite_difference_grad
     np.testing.assert_allclose(got_grad, fd(lambda w: session.run(loss, {W: w}), W0),
                                rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(got_hvp, fd(lambda w: float(np.sum(session.run(grad, {W: w}) * V)), W0),
@@ -157,7 +157,7 @@ def test_power2_gradient_can_be_differentiated_again(session, shape, half_space)
     W = tf.placeholder(tf.float64, shape)
     grad = tf.gradients(tf.reduce_sum(hyperspherical_energy(W, '2', half_space)), W)[0]
     hvp = tf.gradients(tf.reduce_sum(grad * V), W)[0]
-    want = reference.finite_difference_grad(
+    want = oracle.finite_difference_grad(
         lambda w: float(np.sum(session.run(grad, {W: w}) * V)), W0)
     np.testing.assert_allclose(session.run(hvp, {W: W0}), want, rtol=1e-5, atol=1e-7)
 

@@ -2,10 +2,10 @@
 the same values and gradients as the graph code of common/paper/energy.py and
 common/paper/projections.py on the same W, P and draws, finite at equal, opposite and
 zero neurons, and model.fit / save / load with every regulariser. Each backend
-runs tests/keras_backend_check.py in its own process (Keras picks one backend
+runs tests/scripts/keras_backend_check.py in its own process (Keras picks one backend
 per process); this process computes the graph code's values in float32 and
 float64. Each float32 side (the backend's, the graph code's, fit's step) is
-checked against the float64 values within the bound of tests/float32_bound.py,
+checked against the float64 values within the bound of tests/helpers/float32_bound.py,
 which holds on any CPU, rather than one float32 side against the other."""
 import importlib.util
 import subprocess
@@ -43,7 +43,7 @@ def make_inputs():
     return inputs
 
 
-# Each value's float32 rounding stages (tests/float32_bound.py); a gradient doubles them.
+# Each value's float32 rounding stages (tests/helpers/float32_bound.py); a gradient doubles them.
 DEPTH = {'energy': 4, 'batched': 4, 'rp': 5, 'objective': 6, 'term': 14, 'descend': 10 * ITERS}
 LONGEST_SUM = 20   # of the parity inputs: B's 2 x 10 neurons in the half space
 
@@ -128,7 +128,7 @@ def backend_runs(reference):
         if importlib.util.find_spec(name) is None:
             continue
         # PyTorch fits without JIT: torch.compile of these steps takes minutes on a CPU.
-        argv = [sys.executable, str(ROOT / 'tests' / 'keras_backend_check.py'), str(folder / 'inputs.npz'),
+        argv = [sys.executable, str(ROOT / 'tests' / 'scripts' / 'keras_backend_check.py'), str(folder / 'inputs.npz'),
                 str(folder / f'{name}.npz'), str(folder)] + (['--eager'] if name == 'torch' else [])
         runs[name] = subprocess.Popen(argv, cwd=folder, env=dict(subprocess_env(), KERAS_BACKEND=name),
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -141,7 +141,7 @@ def backend_runs(reference):
 
 @pytest.fixture(scope='module')
 def exact(reference, backend_runs):
-    """(the graph code's float64 values, s of each: tests/float32_bound.py), computed
+    """(the graph code's float64 values, s of each: tests/helpers/float32_bound.py), computed
     while the backends run."""
     inputs = {k: reference[0][k] for k in GRAPH_INPUTS + ('draws',)}
     return float32_bound.sensitivity(graph_values(inputs, np.float64), inputs)
@@ -163,7 +163,7 @@ def backend(request, reference, backend_runs, exact):
 
 def equal_the_exact_value(backend, key):
     """The backend's float32 value of ``key`` and the graph code's are each within the
-    float32 bound of the graph code's float64 value (tests/float32_bound.py)."""
+    float32 bound of the graph code's float64 value (tests/helpers/float32_bound.py)."""
     got, graph32, exact, s = backend
     tol = float32_bound.tolerance(exact[key], s[key], LONGEST_SUM, depth(key))
     for side, value in ((str(got['backend']), got[key]), ('graph code', graph32[key])):
@@ -229,7 +229,7 @@ def exact_first_step(a):
     """In float64, what fit's step 0 computes on keras_backend_check.py's small model from
     the same weights, batch, RP draws and P: P after each learned layer's P steps
     (its 'step' from P0) and the loss, cross-entropy plus every term."""
-    weight = lambda layer, kind='kernel': a[f'fit/weights/{layer}/{kind}']   # noqa: E731
+    weight = lambda layer, kind='kernel': a[f'fit/weights/{layer}/{kind}']   # noqa: E731 (a short lookup)
     h = a['fit/x']
     for layer in ('conv1', 'conv2', 'conv3'):
         h = np.maximum(conv_same(h, weight(layer)), 0.0)

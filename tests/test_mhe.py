@@ -1,6 +1,6 @@
 """mhe/train.py, the MHE baselines of docs/protocol.md section 8: the energy terms of each
 --model_name / --power_s in-process at initialisation against the NumPy
-reference (tests/reference.py), and real subprocess runs on the CIFAR fixture
+reference (tests/helpers/numpy_oracle.py), and real subprocess runs on the CIFAR fixture
 for the folder names and the log format, their iter_0 thom/thomf checked
 against the reference on the weights the run started from."""
 import re
@@ -10,7 +10,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import float32_bound
-import reference
+import numpy_oracle as oracle
 from common.run import config, runlog
 from common.paper.terms import term_weights
 from common.tf1_engine.training import build_graph, session_config
@@ -60,8 +60,8 @@ def reference_terms(W, model_name, power):
     """thom and thomf from docs/protocol.md sections 1 and 8, with the explicit-loop NumPy energy."""
     hidden_w, score_w = WEIGHTS[power]
     half = model_name == 'half_mhe'
-    thom = hidden_w * sum(reference.energy(W[name], power, half_space=half) for name in LAYERS)
-    return thom, score_w * reference.energy(W['score'], power)
+    thom = hidden_w * sum(oracle.energy(W[name], power, half_space=half) for name in LAYERS)
+    return thom, score_w * oracle.energy(W['score'], power)
 
 
 @pytest.mark.parametrize('model_name,power', [
@@ -71,7 +71,7 @@ def test_terms_at_init_equal_numpy(mhe, model_name, power):
     thom, thomf, terms, W = init_values(mhe, '--model_name', model_name, '--power_s', power)
     assert terms == sorted(LAYERS + ['score'])
     # float32 terms against the formulas in float64 on the same weights, within
-    # tests/float32_bound.py's bound: sums over a layer's d or its N^2 pairs, the
+    # tests/helpers/float32_bound.py's bound: sums over a layer's d or its N^2 pairs, the
     # kernel's stages and the sum over layers.
     longest = max(max(w.shape[0], w.shape[1] ** 2) for w in W.values())
     float32_bound.assert_float32_result(thom, lambda **w: reference_terms(w, model_name, power)[0],

@@ -4,7 +4,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import float32_bound
-import reference
+import numpy_oracle as oracle
 from common.paper import projections as proj
 
 
@@ -41,9 +41,9 @@ def test_rp_term_is_the_mean_over_its_projections(session, pn, pnd, n):
     draws = proj.random_projection_draws(12, 4, T, 345, step, 1)
     term_v, P = session.run([term, draws])
     assert P.shape == (T, 4, 12)
-    # float32 against the mean in float64 on the same draws (tests/float32_bound.py).
+    # float32 against the mean in float64 on the same draws (tests/helpers/float32_bound.py).
     float32_bound.assert_float32_result(
-        term_v, lambda W, P: np.mean([reference.energy(p @ W, '2', half_space=True) for p in P]),
+        term_v, lambda W, P: np.mean([oracle.energy(p @ W, '2', half_space=True) for p in P]),
         {'W': W0, 'P': P}, max(12, n * n), 6, 'RP term')
 
 
@@ -56,12 +56,12 @@ def test_ap_lookahead_is_a_gradient_step_on_its_loss(session, lookahead_decay):
     P_ahead, objective = proj.angle_projection_lookahead(tf.constant(W0), tf.constant(P0), lr,
                                                          lookahead_decay)
     P_ahead_v, objective_v = session.run([P_ahead, objective])
-    np.testing.assert_allclose(objective_v, reference.angle_objective(W0, P0), rtol=1e-9)
+    np.testing.assert_allclose(objective_v, oracle.angle_objective(W0, P0), rtol=1e-9)
 
     def descended(p):
         decay = 1e-3 * 5e-4 * np.sum(np.square(p)) / 2
-        return reference.angle_objective(W0, p) - (0.0 if lookahead_decay else decay)
-    grad = reference.finite_difference_grad(descended, P0)
+        return oracle.angle_objective(W0, p) - (0.0 if lookahead_decay else decay)
+    grad = oracle.finite_difference_grad(descended, P0)
     np.testing.assert_allclose(P_ahead_v, P0 - lr * grad, rtol=1e-6, atol=1e-9)
     # The two forms differ by lr * 5e-7 * P exactly.
     other, _ = proj.angle_projection_lookahead(tf.constant(W0), tf.constant(P0), lr, not lookahead_decay)
@@ -81,7 +81,7 @@ def test_ap_term_is_half_space_energy_of_the_lookahead(session):
     P_ahead, _ = proj.angle_projection_lookahead(tf.constant(W0), tf.constant(P0), 0.1)
     term, _ = proj.angle_projection_term(tf.constant(W0), tf.constant(P0), 0.1)
     term_v, P_ahead_v = session.run([term, P_ahead])
-    np.testing.assert_allclose(term_v, reference.energy(P_ahead_v @ W0, '2', True), rtol=1e-9)
+    np.testing.assert_allclose(term_v, oracle.energy(P_ahead_v @ W0, '2', True), rtol=1e-9)
 
 
 def test_advp_lookahead_ascends_the_projected_energy(session):
@@ -90,10 +90,10 @@ def test_advp_lookahead_ascends_the_projected_energy(session):
     lr = 0.05
     P_ahead, objective = proj.adversarial_projection_lookahead(tf.constant(W0), tf.constant(P0), lr)
     P_ahead_v, objective_v = session.run([P_ahead, objective])
-    grad = reference.finite_difference_grad(lambda p: reference.energy(p @ W0, '2'), P0)
+    grad = oracle.finite_difference_grad(lambda p: oracle.energy(p @ W0, '2'), P0)
     np.testing.assert_allclose(P_ahead_v, P0 + lr * grad, rtol=1e-6, atol=1e-9)
     decay = 1e-3 * 5e-4 * np.sum(P0 ** 2) / 2
-    np.testing.assert_allclose(objective_v, -reference.energy(P0 @ W0, '2') + decay, rtol=1e-9)
+    np.testing.assert_allclose(objective_v, -oracle.energy(P0 @ W0, '2') + decay, rtol=1e-9)
 
 
 @pytest.mark.parametrize('term_fn', [proj.angle_projection_term, proj.adversarial_projection_term])
@@ -106,8 +106,8 @@ def test_learned_terms_differentiate_through_the_lookahead(session, term_fn, sha
     W, P = tf.placeholder(tf.float64, W0.shape), tf.placeholder(tf.float64, P0.shape)
     term, _ = term_fn(W, P, 0.1)
     grad_w, grad_p = session.run(tf.gradients(term, [W, P]), {W: W0, P: P0})
-    want_w = reference.finite_difference_grad(lambda w: session.run(term, {W: w, P: P0}), W0)
-    want_p = reference.finite_difference_grad(lambda p: session.run(term, {W: W0, P: p}), P0)
+    want_w = oracle.finite_difference_grad(lambda w: session.run(term, {W: w, P: P0}), W0)
+    want_p = oracle.finite_difference_grad(lambda p: session.run(term, {W: W0, P: p}), P0)
     np.testing.assert_allclose(grad_w, want_w, rtol=1e-5, atol=1e-8 * np.abs(want_w).max())
     np.testing.assert_allclose(grad_p, want_p, rtol=1e-5, atol=1e-8 * np.abs(want_p).max())
 

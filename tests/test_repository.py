@@ -13,14 +13,14 @@ PACKAGES = ('comhe', 'common', 'keras_comhe', 'bench', 'experiments', 'examples'
 
 
 def module_files():
-    """{dotted module name: path} of the project's importable code; tests/ modules are
-    top-level names there (conftest puts tests/ on sys.path)."""
+    """{dotted module name: path} of the project's importable code; the modules of tests/
+    and tests/helpers/ are top-level names there (both are on the tests' sys.path)."""
     files = {}
     for package in PACKAGES:
         for path in (ROOT / package).rglob('*.py'):
             parts = path.relative_to(ROOT).with_suffix('').parts
             files['.'.join(parts[:-1] if parts[-1] == '__init__' else parts)] = path
-    for path in (ROOT / 'tests').glob('*.py'):
+    for path in [*(ROOT / 'tests').glob('*.py'), *(ROOT / 'tests' / 'helpers').glob('*.py')]:
         files[path.stem] = path
     return files
 
@@ -225,3 +225,12 @@ def test_no_tracked_file_names_a_commit_hash():
     found = [f'{name}:{n}: {m}' for name, text in tracked_text_files()
              for n, line in enumerate(text.splitlines(), 1) for m in COMMIT_LIKE.findall(line)]
     assert found == [], 'history belongs in commits; say what was measured, when and where instead'
+
+
+def test_the_development_page_shows_the_layout_in_at_most_30_lines():
+    text = (ROOT / 'docs' / 'development.md').read_text()
+    layout = text[text.index('## Layout'):].split('\n## ')[0].strip().splitlines()
+    assert len(layout) <= 30
+    folders = {p.name for p in (ROOT / 'common').iterdir() if (p / '__init__.py').exists()}
+    missing = [name for name in sorted(folders) if f'`common/{name}/`' not in '\n'.join(layout)]
+    assert not missing, f'common/ folders the layout does not name: {missing}'

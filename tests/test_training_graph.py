@@ -5,7 +5,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import float32_bound
-import reference
+import numpy_oracle as oracle
 from common.run import config
 from common.paper import schedule
 from common.paper.projections import (LEARNED_COLLECTION, LEARNED_VARIANTS, PROJECTION_COLLECTION,
@@ -71,7 +71,7 @@ def test_logged_terms_at_init_equal_numpy(variant):
     decayed = sess.run(g.model.decayed)
     assert len(decayed) == 11 + 2 * 9      # 11 filters, gamma and beta of 9 BN layers
     # Each float32 term against the formula in float64 at the graph's own float32 values
-    # (weights, logits, P), within tests/float32_bound.py's bound.
+    # (weights, logits, P), within tests/helpers/float32_bound.py's bound.
     float32_bound.assert_float32_result(
         reg, lambda **v: 5e-4 * sum(np.sum(x ** 2) / 2 for x in v.values()),
         {f'v{i}': v for i, v in enumerate(decayed)}, max(v.size for v in decayed), 3, 'reg')
@@ -97,8 +97,8 @@ def test_logged_terms_at_init_equal_numpy(variant):
                                            {g.lr: lr})[None]
 
     def thom_of(**v):
-        per_layer = [reference.energy(v['conv1_0'], '2', half_space=True)]
-        per_layer += [np.mean([reference.energy(P @ v[name], '2', True) for P in v[f'P_{name}']])
+        per_layer = [oracle.energy(v['conv1_0'], '2', half_space=True)]
+        per_layer += [np.mean([oracle.energy(P @ v[name], '2', True) for P in v[f'P_{name}']])
                       for name in HIDDEN]
         assert len(per_layer) == 10
         return sum(per_layer)
@@ -106,7 +106,7 @@ def test_logged_terms_at_init_equal_numpy(variant):
     # stages, the products and the sum over layers.
     longest = max(max(W.shape[0], W.shape[1] ** 2) for W in layers.values())
     float32_bound.assert_float32_result(thom, thom_of, inputs, longest, 6, 'thom')
-    float32_bound.assert_float32_result(thomf, lambda W: 10 * reference.energy(W, '2'),
+    float32_bound.assert_float32_result(thomf, lambda W: 10 * oracle.energy(W, '2'),
                                         {'W': layers['score']}, longest, 4, 'thomf')
 
 
@@ -170,7 +170,7 @@ def exact_p_steps(variant, P0s, Ws, lr, iters):
 def test_p_steps_are_iters_gradient_descent_steps_on_the_p_objective(variant):
     # The one-op P steps (Gram form for AdvP) and `iters` optimiser steps on the logged
     # P objective of the whole network: each within the float32 bound of the same steps
-    # in float64 (tests/float32_bound.py).
+    # in float64 (tests/helpers/float32_bound.py).
     flags, graph, g, sess = built(variant, '--iters', '3')
     P_vars = graph.get_collection(PROJECTION_COLLECTION)
     learned = graph.get_collection(LEARNED_COLLECTION)

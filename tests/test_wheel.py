@@ -19,7 +19,8 @@ import pytest
 from conftest import NO_NETWORK_ENV, ROOT
 
 LIBRARY_TESTS = ROOT / 'tests' / 'library'
-HELPERS = tuple(ROOT / 'tests' / name for name in ('reference.py', 'float32_bound.py', 'loopback_only.py'))
+HELPERS = tuple(ROOT / 'tests' / 'helpers' / name
+                for name in ('numpy_oracle.py', 'float32_bound.py', 'loopback_only.py'))
 
 
 def clean_env():

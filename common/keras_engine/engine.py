@@ -59,7 +59,7 @@ def _train_run(flags, run_name, terms, on_gpu, files, train_x, train_y, test_x, 
 
     def step(x, y, lr):
         current['state'], values = train_step(current['state'], x, y, np.float32(lr))
-        fetch = lambda: steps.logged_values(values)   # noqa: E731
+        fetch = lambda: steps.logged_values(values)   # noqa: E731 (a value the loop may call later)
         # On a GPU the values are fetched once the next step is under way, so that the
         # loop's host work overlaps the device's; on a CPU the host work competes with
         # the step's own threads instead (bench/keras_engine_step.py --loop measures both).

@@ -117,8 +117,8 @@ def session_callable(sess, fetches, targets, feeds):
     (numpy values of their exact dtypes), running ``targets`` too.
 
     A C++ callable, made once: ``Session.run`` (and ``make_callable`` with feeds,
-    which calls it) spends 0.5 to 1.5 ms of Python per call on this machine,
-    a large part of a GPU step; the callable a fraction of that."""
+    which calls it) spends a noticeable part of a GPU step in Python on each call,
+    the callable a fraction of that (bench/feed.py measures both)."""
     if not hasattr(sess, '_make_callable_from_options'):   # a TensorFlow without it: the public path
         run = sess.make_callable([*fetches, *targets], feeds)
         return lambda *values: run(*values)[:len(fetches)]

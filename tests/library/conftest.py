@@ -1,21 +1,21 @@
 """The library's tests (comhe, keras_comhe): they import only what ``pip install``
 puts in place, so tests/test_wheel.py runs them against an installed wheel, from
-a folder outside the repository. Their helpers (reference.py, float32_bound.py,
-loopback_only.py) sit in tests/, or beside them in that copy."""
+a folder outside the repository. Their helpers (numpy_oracle.py, float32_bound.py,
+loopback_only.py) sit in tests/helpers/, or beside them in that copy."""
 import os
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-for folder in (HERE.parent, HERE):   # the helpers: tests/, or beside the copy; tolerances.py
+for folder in (HERE.parent / 'helpers', HERE):   # the helpers: tests/helpers/, or beside the copy
     if (folder / 'loopback_only.py').exists() or folder == HERE:
         sys.path.insert(0, str(folder))
 os.environ.setdefault('KERAS_BACKEND', 'jax')
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-import loopback_only  # noqa: E402
+import loopback_only
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """comhe.jax, the plain-JAX front: values and gradients against the float64
-references of tests/reference.py (float64 under ``jax.enable_x64``, float32 within
-the bound of tests/float32_bound.py), pure functions under jit / grad / vmap with
+references of tests/helpers/numpy_oracle.py (float64 under ``jax.enable_x64``, float32 within
+the bound of tests/helpers/float32_bound.py), pure functions under jit / grad / vmap with
 no hidden state, pytrees of kernels, half precision and bad input."""
 import jax
 import jax.numpy as jnp
@@ -9,7 +9,7 @@ import pytest
 
 import comhe.jax as cj
 import float32_bound
-import reference as ref
+import numpy_oracle as ref
 from tolerances import F64_RTOL, FD_RTOL, close
 
 LR, ITERS = 0.1, 3

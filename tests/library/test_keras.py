@@ -8,7 +8,7 @@ import pytest
 
 import float32_bound
 import keras_comhe as comhe
-import reference as ref
+import numpy_oracle as ref
 
 
 def test_regularizer_equals_the_reference():

@@ -1,6 +1,6 @@
 """comhe.torch, the PyTorch front: values and gradients against the float64
-references of tests/reference.py (in float64, and in float32 within the bound of
-tests/float32_bound.py), PyTorch's layouts, the modules' state (buffers, state_dict,
+references of tests/helpers/numpy_oracle.py (in float64, and in float32 within the bound of
+tests/helpers/float32_bound.py), PyTorch's layouts, the modules' state (buffers, state_dict,
 exact resume, device and dtype), half precision, torch.compile and bad input."""
 import io
 
@@ -11,7 +11,7 @@ from torch import nn
 
 import comhe.torch as ct
 import float32_bound
-import reference as ref
+import numpy_oracle as ref
 from tolerances import F64_RTOL, FD_RTOL, close
 
 LR, ITERS = 0.1, 3
@@ -65,7 +65,7 @@ def test_terms_gradcheck(arrays):
 
 
 def test_float32_within_the_bound(arrays):
-    """float32 results against float64 at the same float32 inputs (tests/float32_bound.py)."""
+    """float32 results against float64 at the same float32 inputs (tests/helpers/float32_bound.py)."""
     W32 = arrays['W'].astype(np.float32)
     for power in ('2', 'a2'):
         for half in (False, True):

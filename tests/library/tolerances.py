@@ -2,7 +2,7 @@
 import numpy as np
 
 FD_RTOL = 1e-6
-"""float64 against tests/reference.py where that takes gradients by central differences
+"""float64 against tests/helpers/numpy_oracle.py where that takes gradients by central differences
 (h = 1e-6): their error is at most h^2 |f'''| / 6 + eps |f| / h, about 1e-10 of the
 values here; 1e-6 leaves room and still fails a formula off by a relative 1e-3."""
 F64_RTOL = 1e-10

@@ -18,17 +18,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / 'tests'))
+sys.path[:0] = [str(ROOT / 'tests'), str(ROOT / 'tests' / 'helpers')]
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import numpy as np  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
+import numpy as np
+import tensorflow.compat.v1 as tf
 
-import keras  # noqa: E402
-from common.paper import projections  # noqa: E402
-from common.tf1_engine import training  # noqa: E402
-from common.keras_engine import network, step as steps  # noqa: E402
-from conftest import entry_flags, graph_terms_of, load_entry_point  # noqa: E402
+import keras
+from common.paper import projections
+from common.tf1_engine import training
+from common.keras_engine import network, step as steps
+from conftest import entry_flags, graph_terms_of, load_entry_point
 
 CONFIGS = {
     'none': ('mhe', ['--model_name', 'baseline']),

@@ -19,7 +19,7 @@ import sys
 os.environ.setdefault('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER', '0')
 os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
 
-from ray.cluster_utils import Cluster  # noqa: E402
+from ray.cluster_utils import Cluster
 
 LOOPBACK = '127.0.0.1'
 NODE = dict(node_ip_address=LOOPBACK, include_dashboard=False, object_store_memory=80 * 1024 ** 2)

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / 'tests')]
+sys.path[:0] = [str(ROOT), str(ROOT / 'tests'), str(ROOT / 'tests' / 'helpers')]
 
-import numpy as np  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
+import numpy as np
+import tensorflow.compat.v1 as tf
 
 mode, weights_file = sys.argv[1], Path(sys.argv[2])
 if mode == 'v1':
@@ -24,11 +24,11 @@ if mode == 'v1':
 else:
     tf.disable_eager_execution()
 
-from common.paper.energy import POWERS, hyperspherical_energy  # noqa: E402
-from common.paper.projections import (adversarial_projection_term, angle_projection_term,  # noqa: E402
+from common.paper.energy import POWERS, hyperspherical_energy
+from common.paper.projections import (adversarial_projection_term, angle_projection_term,
                                 random_projection_term)
-from common.tf1_engine.training import build_graph, session_config  # noqa: E402
-from conftest import entry_flags, graph_terms_of, load_entry_point  # noqa: E402
+from common.tf1_engine.training import build_graph, session_config
+from conftest import entry_flags, graph_terms_of, load_entry_point
 
 out = {}
 rng = np.random.default_rng(0)

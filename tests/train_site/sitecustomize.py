@@ -3,9 +3,8 @@
 TensorFlow's import pulls in Keras, and Keras and TensorFlow Lite then import
 scikit-learn and JAX when they are installed (the development requirements install
 all three, for the digits experiment and the Keras tests). train.py uses none of
-them (common/ builds its layers from compat.v1 ops), and those imports are about
-3 s of the 7.5 s that `import tensorflow` takes on the idle 2-core development
-machine; make test starts some twenty such processes. Here they are absent, as if
+them (common/ builds its layers from compat.v1 ops), and those imports are a large
+part of what `import tensorflow` takes; make test starts some twenty such processes. Here they are absent, as if
 not installed (None in sys.modules: `import` raises ImportError and
 importlib.util.find_spec returns None), which TensorFlow handles. A user's
 train.py imports them as usual.

@@ -2,7 +2,7 @@
 tests/test_keras_comhe.py checks (one process per backend: Keras picks its
 backend once per process).
 
-    KERAS_BACKEND=jax python tests/keras_backend_check.py INPUTS.npz OUT.npz WORKDIR [--eager]
+    KERAS_BACKEND=jax python tests/scripts/keras_backend_check.py INPUTS.npz OUT.npz WORKDIR [--eager]
 
 INPUTS.npz holds the matrices, draws and learning rates of the parity checks
 (the test computes the graph code's values on the same ones). OUT.npz gets,
@@ -15,15 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
-from keras import ops  # noqa: E402
+import numpy as np
+import keras
+from keras import ops
 
-import keras_comhe as comhe  # noqa: E402
-from keras_comhe import projections  # noqa: E402
+import keras_comhe as comhe
+from keras_comhe import projections
 
 BACKEND = keras.backend.backend()
 LR, ITERS = 0.1, 3   # as tests/test_keras_comhe.py
@@ -274,7 +274,7 @@ def fit_checks(workdir, jit, out):
 
     # The models after the first: on TensorFlow without XLA, Keras's own choice on a machine
     # without a GPU (jit_compile='auto'). The first model covered XLA, and each further
-    # XLA compilation costs TensorFlow's CPU about 10 s here; JAX compiles in 2 to 7 s.
+    # XLA compilation on TensorFlow's CPU takes several times JAX's.
     jit = jit and BACKEND != 'tensorflow'
 
     # A plain Keras model with only MHE and RP needs no wrapper.

@@ -14,6 +14,9 @@ side by side with the current ones; training never uses this module.
 ``common.tf1_engine.training.evaluate`` (same arguments); ``loop`` is the current loop's
 bookkeeping around the old batches and session calls.
 """
+import functools
+from unittest import mock
+
 from common.data import pipeline
 from common.run.loop import run_loop
 
@@ -46,5 +49,8 @@ def loop(flags, train_step, files, start, train_x, train_y, scalars, checkpoint,
         if g.p_steps is not None:
             sess.run(g.p_steps, {g.lr: lr})
         return sess.run(fetches, {g.images: x, g.labels: y, g.is_training: True, g.lr: lr})[:5]
-    return run_loop(flags, old_step, files, start, train_x, train_y, scalars, checkpoint,
-                    test_line, has_energy, make_batches=train_batches)
+    # The loop's prefetcher, making the old batches.
+    old_prefetcher = functools.partial(pipeline.TrainBatchPrefetcher, make_batches=train_batches)
+    with mock.patch.object(pipeline, 'TrainBatchPrefetcher', old_prefetcher):
+        return run_loop(flags, old_step, files, start, train_x, train_y, scalars, checkpoint,
+                        test_line, has_energy)

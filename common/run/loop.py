@@ -176,7 +176,7 @@ def write_test_line(files, iteration, acc, scalars):
 
 
 def run_loop(flags, train_step, files, start, train_x, train_y, scalars, checkpoint, test_line,
-             has_energy=True, make_batches=pipeline.TrainBatches):
+             has_energy=True):
     """Iterations start .. max_iters - 1, then the final test line and checkpoint;
     returns the exit code (128 + signal number when stopped by SIGINT/SIGTERM).
 
@@ -190,8 +190,7 @@ def run_loop(flags, train_step, files, start, train_x, train_y, scalars, checkpo
 
     Between two steps the host only takes a ready batch from the prefetcher,
     checks the four losses and, every LOG_EVERY iterations, writes the log line.
-    ``has_energy`` False (the MHE baseline): the release's shorter train line.
-    ``make_batches``: the prefetcher's batch maker (bench/legacy.py gives the old one)."""
+    ``has_energy`` False (the MHE baseline): the release's shorter train line."""
     progress = Progress(start, flags.max_iters, flags.batch_size)
     last = flags.max_iters - 1
 
@@ -206,7 +205,7 @@ def run_loop(flags, train_step, files, start, train_x, train_y, scalars, checkpo
             print(f'{line}  [{progress(it)}]', flush=True)
 
     with pipeline.TrainBatchPrefetcher(train_x, train_y, flags.random_seed, flags.batch_size,
-                                       start_iter=start, make_batches=make_batches) as batches, \
+                                       start_iter=start) as batches, \
             StopSignals() as stop:
         pending = None           # (iteration, lr, values) of the step before this one
         for it in range(start, flags.max_iters):

@@ -10,15 +10,16 @@ from pathlib import Path
 
 # Run as `python train.py` from this folder: the repository root holds common/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import entry
-from common.paper import terms as variants
+from common import entry  # imports no TensorFlow: --gpu_no is applied first
+from common.paper.terms import learned_projection
 
 VARIANT = 'adversarial_projection'
 DEFAULTS = dict(pd=30, pn=1, iters=10, random_seed=3456)   # the original release's
 
 
 def terms(flags):
-    return variants.learned_projection('adversarial', flags.pd, flags.iters)
+    """AdvP with this run's --pd, --iters."""
+    return learned_projection('adversarial', flags.pd, flags.iters)
 
 
 if __name__ == '__main__':

@@ -10,15 +10,16 @@ from pathlib import Path
 
 # Run as `python train.py` from this folder: the repository root holds common/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import entry
-from common.paper import terms as variants
+from common import entry  # imports no TensorFlow: --gpu_no is applied first
+from common.paper.terms import learned_projection
 
 VARIANT = 'angle_projection'
 DEFAULTS = dict(pd=30, pn=1, iters=1, lookahead_decay=False)   # the original release's
 
 
 def terms(flags):
-    return variants.learned_projection('angle', flags.pd, flags.iters, flags.lookahead_decay)
+    """AP with this run's --pd, --iters, --lookahead_decay."""
+    return learned_projection('angle', flags.pd, flags.iters, flags.lookahead_decay)
 
 
 if __name__ == '__main__':

@@ -3,8 +3,7 @@
 # "On a GPU"): on a machine with JAX and CUDA but no TensorFlow.
 #
 #  1. bench/keras_engine_step.py: the compiled step of every configuration (no energy,
-#     half-space MHE, RP, AP, AdvP; AP and AdvP also with a loop of P steps per layer)
-#     and the test pass, full width, batch 128; and the real loop, its values fetched a
+#     half-space MHE, RP, AP, AdvP) and the test pass, full width, batch 128; and the real loop, its values fetched a
 #     step later (the engine's way on a GPU) and each step waited for, against bare steps;
 #  2. bench/keras_engine_full_run.py: one complete RP run, 75,000 iterations at full
 #     width, batch 128, on a synthetic CIFAR-100-format set of 50,000 images, stopped

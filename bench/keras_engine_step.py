@@ -33,8 +33,8 @@ from common.paper import terms as variants
 from common.paper.schedule import FULL_ITERS, scaled_widths
 
 CONFIGS = {   # key: (label, terms)
-    'none': ('no energy', variants.mhe_rows('baseline', '2')),
-    'half_mhe': ("half-space MHE ('2')", variants.mhe_rows('half_mhe', '2')),
+    'none': ('no energy', variants.mhe_terms('baseline', '2')),
+    'half_mhe': ("half-space MHE ('2')", variants.mhe_terms('half_mhe', '2')),
     'rp': ('RP (pd 40, pn 20)', variants.random_projection(40, 20, 0)),
     'ap': ('AP (pd 30, iters 1)', variants.learned_projection('angle', 30, 1)),
     'advp': ('AdvP (pd 30, iters 10)', variants.learned_projection('adversarial', 30, 10)),

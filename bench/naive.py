@@ -25,7 +25,7 @@ Power '2' only: the kernel of CoMHE and of the half_mhe baseline in the benchmar
 import tensorflow.compat.v1 as tf
 
 from common.paper.projections import (P_OBJECTIVE_COLLECTION, P_DECAY_SCALE, WEIGHT_DECAY,
-                                projection_variable, random_projection_draws)
+                                      projection_variable, random_projection_draws)
 
 
 def cosine(W):

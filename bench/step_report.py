@@ -101,8 +101,9 @@ def total_note(result):
     loads = result.get('step_time', {}).get('load')
     loads = loads if isinstance(loads, list) else [loads] if loads else []
     note = f'{result["total_s"] / 60:.1f} min'
-    if result.get('run_count', 1) > 1:
-        note += f', {result["run_count"]} runs in separate processes (medians over the runs)'
+    run_count = result.get('run_count') or len(result.get('runs', [])) or 1
+    if run_count > 1:
+        note += f', {run_count} runs in separate processes (medians over the runs)'
     if loads:
         others = ', '.join(f'{load["other_cpu_cores"]:.2f}' for load in loads)
         note += (f'; while the steps were timed, other processes used {others} '
@@ -114,7 +115,11 @@ def compact_json(result):
     """``result`` as JSON for bench/results/: each run's full figures left out (the rows
     keep their per-run values), one line per entry and per row, so it reads and diffs."""
     summary = {k: v for k, v in result.items() if k != 'runs'}
-    summary['run_count'] = len(result.get('runs', [])) or 1
+    summary['run_count'] = result.get('run_count') or len(result.get('runs', [])) or 1
+    if 'step_time' in result:   # the loss checks' largest difference over the runs, not each run's
+        same = {k: {kk: vv for kk, vv in check.items() if kk != 'runs'}
+                for k, check in result['step_time']['same_losses'].items()}
+        summary['step_time'] = dict(result['step_time'], same_losses=same)
 
     def dump(value, depth):
         pad = ' ' * (depth + 1)

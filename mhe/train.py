@@ -14,15 +14,16 @@ from pathlib import Path
 
 # Run as `python train.py` from this folder: the repository root holds common/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import entry
-from common.paper import terms as variants
+from common import entry  # imports no TensorFlow: --gpu_no is applied first
+from common.paper.terms import mhe_terms
 
 VARIANT = 'mhe'
 DEFAULTS = dict(model_name='half_mhe', power_s='2')   # the MHE release's best CIFAR-100 row
 
 
 def terms(flags):
-    return variants.mhe_rows(flags.model_name, flags.power_s)
+    """The row --model_name names, with the kernel --power_s."""
+    return mhe_terms(flags.model_name, flags.power_s)
 
 
 if __name__ == '__main__':

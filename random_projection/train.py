@@ -9,15 +9,16 @@ from pathlib import Path
 
 # Run as `python train.py` from this folder: the repository root holds common/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import entry
-from common.paper import terms as variants
+from common import entry  # imports no TensorFlow: --gpu_no is applied first
+from common.paper.terms import random_projection
 
 VARIANT = 'random_projection'
 DEFAULTS = dict(pd=40, pn=20, pnd=0)   # the original release's
 
 
 def terms(flags):
-    return variants.random_projection(flags.pd, flags.pn, flags.pnd)
+    """RP with this run's --pd, --pn, --pnd."""
+    return random_projection(flags.pd, flags.pn, flags.pnd)
 
 
 if __name__ == '__main__':

@@ -371,3 +371,18 @@ def test_fixture_command_prints_the_flags_that_load_it(tmp_path, capsys):
     assert f"{tmp_path / 'fx'} already holds cifar-100-python.tar.gz, not this fixture; give a new or " \
            f"empty folder" in capsys.readouterr().err
     assert (tmp_path / 'fx' / 'cifar-100-python.tar.gz').read_bytes() == before
+
+
+def test_the_readme_command_writes_the_fixture(tmp_path):
+    # `python -m common.cifar_fixture DIR`, as the README and the sweep files say it.
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    out = subprocess.run([sys.executable, '-m', 'common.cifar_fixture', str(tmp_path / 'fixture'),
+                          '--n_train', '20', '--n_test', '10'], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    info = cf.write_cifar100_archive(tmp_path / 'direct', 20, 10)
+    assert f"--data_md5 {info['data_md5']}" in out.stdout
+    assert cifar.md5_of(tmp_path / 'fixture' / 'cifar-100-python.tar.gz') == info['archive_md5']

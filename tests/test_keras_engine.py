@@ -282,7 +282,7 @@ def test_the_test_pass_on_the_device_counts_what_the_logits_say():
     from common.keras_engine import network, step as steps, testset
     from common.paper import terms
     model = network.cnn9((2, 2, 2, 2), 100)
-    state = steps.initial_state(model, terms.mhe_rows('baseline', '2'), seed=1)
+    state = steps.initial_state(model, terms.mhe_terms('baseline', '2'), seed=1)
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (2500, 32, 32, 3), dtype=np.uint8)   # calls of 1000, 1000, 500
     logits = np.asarray(model(images, training=False))

@@ -4,6 +4,7 @@ link of the README and docs/ resolves, and no tracked file names a commit hash
 import ast
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -234,3 +235,13 @@ def test_the_development_page_shows_the_layout_in_at_most_30_lines():
     folders = {p.name for p in (ROOT / 'common').iterdir() if (p / '__init__.py').exists()}
     missing = [name for name in sorted(folders) if f'`common/{name}/`' not in '\n'.join(layout)]
     assert not missing, f'common/ folders the layout does not name: {missing}'
+
+
+def test_a_train_py_imports_no_framework_before_its_flags():
+    # --gpu_no must be applied before TensorFlow (or JAX, PyTorch) is imported: what a train.py
+    # imports at its top may import none of them.
+    code = ('import sys; sys.path.insert(0, "."); import common.entry, common.paper.terms; '
+            'print([m for m in ("tensorflow", "keras", "jax", "torch") if m in sys.modules])')
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[]'

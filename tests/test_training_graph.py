@@ -9,7 +9,7 @@ import numpy_oracle as oracle
 from common.run import config
 from common.paper import schedule
 from common.paper.projections import (LEARNED_COLLECTION, LEARNED_VARIANTS, PROJECTION_COLLECTION,
-                                descend_projection, random_projection_draws)
+                                      descend_projection, random_projection_draws)
 from common.tf1_engine.training import build_graph, session_config
 from conftest import VARIANTS, entry_flags, graph_terms_of, load_entry_point
 

@@ -23,6 +23,7 @@ def state_arrays(state):
 
 
 def state_from_arrays(arrays):
+    """The state that ``state_arrays`` flattened, as the backend's tensors."""
     state = {'step': ops.convert_to_tensor(arrays['step'])}
     for part in ('trainable', 'non_trainable', 'accum', 'P'):
         keys = sorted(k for k in arrays if k.startswith(f'{part}/'))

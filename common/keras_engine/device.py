@@ -7,6 +7,7 @@ import keras
 
 @dataclass(frozen=True)
 class Device:
+    """What a run trains on: its first line, and whether that is a GPU."""
     description: str   # the run's first line, "device: ..."
     gpu: bool
 

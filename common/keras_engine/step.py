@@ -25,7 +25,7 @@ import numpy as np
 from keras import ops
 
 from common.keras_engine.network import FILTERS
-from common.keras_engine.terms import first_term, hidden_term, score_term
+from common.keras_engine.terms import first_layer_energy, hidden_layer_energy, score_layer_energy
 from common.paper.protocol import LABEL_SMOOTHING, WEIGHT_DECAY
 from keras_comhe import projections
 from keras_comhe.energy import filters_as_matrix
@@ -83,11 +83,11 @@ def batchless_terms(terms, positions, trainable, P, draws, lr):
     thom, thomf = zero, zero
     if terms.has_energy:
         Ws = [filters_as_matrix(trainable[i]) for i in positions]
-        thom = first_term(terms, Ws[0])
+        thom = first_layer_energy(terms, Ws[0])
         for k, W in enumerate(Ws[1:10]):
-            thom = thom + hidden_term(terms, W, P=P[k] if P else None, lr=lr,
-                                      draws=draws[k] if draws else None)
-        thomf = score_term(terms, Ws[10])
+            thom = thom + hidden_layer_energy(terms, W, P=P[k] if P else None, lr=lr,
+                                              draws=draws[k] if draws else None)
+        thomf = score_layer_energy(terms, Ws[10])
     return reg, thom, thomf
 
 

@@ -3,7 +3,7 @@ import keras
 import numpy as np
 from keras import ops
 
-EVAL_BATCH = 1000
+from common.data.pipeline import EVAL_BATCH
 
 
 class TestSet:
@@ -29,22 +29,3 @@ class TestSet:
         hits = [self.correct(state['trainable'], state['non_trainable'], x, y) for x, y in self.chunks]
         return sum(int(h) for h in hits) / self.size
 
-
-def describe_device():
-    """The first line of a run: the backend's device, or that it uses the CPU and why."""
-    backend = keras.backend.backend()
-    if backend == 'jax':
-        import jax
-        d = jax.devices()[0]
-        if d.platform == 'gpu':
-            return f'device: GPU {d.device_kind} (JAX)'
-        return ('device: CPU (JAX finds no GPU: its CPU build, or no NVIDIA driver; on a GPU '
-                'machine install JAX with CUDA, pip install "jax[cuda12]")')
-    if backend == 'torch':
-        import torch
-        if torch.cuda.is_available():
-            return f'device: GPU {torch.cuda.get_device_name(0)} (PyTorch)'
-        why = 'its CPU build' if torch.version.cuda is None else 'no usable NVIDIA GPU'
-        return f'device: CPU (PyTorch finds no GPU: {why})'
-    from common.run import device
-    return device.describe()

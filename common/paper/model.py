@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 import tensorflow.compat.v1 as tf
 
 from common.paper.energy import filters_as_matrix, hyperspherical_energy, static_dims
-from common.paper.protocol import BN_DECAY, WIDTHS
-from common.paper.terms import COMHE_POWER, COMHE_SCORE_WEIGHT
+from common.paper.protocol import BN_DECAY, COMHE_POWER, COMHE_SCORE_WEIGHT, WIDTHS
 
 BN_EPSILON = 1e-3
 

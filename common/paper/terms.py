@@ -15,22 +15,22 @@ from dataclasses import dataclass
 from comhe.projections import VARIANTS as LEARNED_KINDS
 from comhe.projections import num_projections
 
-# The kernel of the first and score layers' terms in every CoMHE variant, and the score layer's weight.
-COMHE_POWER, COMHE_SCORE_WEIGHT = '2', 10.0
+from common.paper.protocol import COMHE_POWER, COMHE_SCORE_WEIGHT
 
 
 @dataclass(frozen=True)
 class Terms:
+    """What one run adds to the loss, engine-neutral (see the module's docstring)."""
     kind: str = None             # of the hidden layers: rp | angle | adversarial | energy | None
     pd: int = 0
     pn: int = 0                  # rp: projections per layer (or N // pnd)
     pnd: int = 0
     iters: int = 0               # angle / adversarial: P steps per iteration
     lookahead_decay: bool = False
-    power: str = '2'             # energy: the kernel of every term
+    power: str = COMHE_POWER     # energy: the kernel of every term
     half_space: bool = True      # energy: hidden and first layer in the half space
     hidden_weight: float = 1.0   # energy: the weights of docs/protocol.md section 8
-    score_weight: float = 10.0
+    score_weight: float = COMHE_SCORE_WEIGHT
 
     @property
     def has_energy(self):
@@ -60,9 +60,9 @@ def term_weights(power):
     return (0.1, 1.0) if power in ('a1', 'a2') else (1.0, 10.0)
 
 
-def mhe_rows(model_name, power):
-    """The comparison rows: no energy (``'baseline'``), or the energy of the unprojected
-    filters (``'mhe'``; ``'half_mhe'``: the hidden and first layers in the half space)."""
+def mhe_terms(model_name, power):
+    """A comparison row of mhe/train.py: no energy (``'baseline'``), or the energy of the
+    unprojected filters (``'mhe'``; ``'half_mhe'``: the hidden and first layers in the half space)."""
     if model_name == 'baseline':
         return Terms()
     hidden_weight, score_weight = term_weights(power)

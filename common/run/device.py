@@ -14,7 +14,7 @@ def describe(environ=None):
     """One line: ``device: GPU NVIDIA H200 (CUDA_VISIBLE_DEVICES=0)``, or ``device: CPU (<why>)``."""
     environ = os.environ if environ is None else environ
     gpus = tf.config.list_physical_devices('GPU')
-    if gpus:   # as has_gpu()
+    if gpus:
         name = tf.config.experimental.get_device_details(gpus[0]).get('device_name') or gpus[0].name
         more = f' and {len(gpus) - 1} more' if len(gpus) > 1 else ''
         visible = environ.get('CUDA_VISIBLE_DEVICES')

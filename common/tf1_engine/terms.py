@@ -19,7 +19,7 @@ def graph_terms(terms):
         return dict(hidden_term=lambda W, ctx: first_term(W), first_term=first_term, score_term=score_term)
     if terms.kind == 'rp':
         def hidden_term(W, ctx):
-            T = projections.num_projections(W.shape[1], terms.pn, terms.pnd)
+            T = terms.num_projections(W.shape[1])
             return projections.random_projection_term(W, terms.pd, T, ctx.seed, ctx.global_step, ctx.index)
     elif terms.learned:
         def hidden_term(W, ctx):

@@ -21,16 +21,15 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import config_pb2
 
-from common.run import device, loop
 from common.data import pipeline
-from common.run.loop import CHECKPOINT_ADVICE, RESTART_ADVICE, NonFiniteLoss
-from common.paper.schedule import learning_rate, scaled_widths
+from common.data.pipeline import EVAL_BATCH
 from common.paper.model import cnn9, comhe_first_term, comhe_score_term
-from common.paper.protocol import LABEL_SMOOTHING
 from common.paper.projections import (LEARNED_COLLECTION, P_OBJECTIVE_COLLECTION, WEIGHT_DECAY,
-                                projection_descent)
-
-EVAL_BATCH = 1000   # test images per session call (the protocol's 100 give the same accuracy, see evaluate)
+                                      projection_descent)
+from common.paper.protocol import LABEL_SMOOTHING
+from common.paper.schedule import learning_rate, scaled_widths
+from common.run import device, loop
+from common.run.loop import CHECKPOINT_ADVICE, RESTART_ADVICE, NonFiniteLoss
 
 
 @dataclass
@@ -172,9 +171,9 @@ def train(flags, run_name, hidden_term, dataset=None, **graph_kwargs):
     ``dataset``: (train_images, train_labels, test_images, test_labels) to use
     instead of CIFAR-100 from ``flags.data_dir`` (uint8 [n, 32, 32, 3], int).
     """
-    return loop.run_with_data_and_lock(flags, run_name, dataset, device.describe(),
-                      lambda files, *arrays: _train_run(flags, run_name, hidden_term, graph_kwargs,
-                                                        files, *arrays))
+    return loop.run_with_data_and_lock(
+        flags, run_name, dataset, device.describe(),
+        lambda files, *arrays: _train_run(flags, run_name, hidden_term, graph_kwargs, files, *arrays))
 
 
 def _train_run(flags, run_name, hidden_term, graph_kwargs, files, train_x, train_y, test_x, test_y):

@@ -26,7 +26,7 @@ else:
 
 from common.paper.energy import POWERS, hyperspherical_energy
 from common.paper.projections import (adversarial_projection_term, angle_projection_term,
-                                random_projection_term)
+                                      random_projection_term)
 from common.tf1_engine.training import build_graph, session_config
 from conftest import entry_flags, graph_terms_of, load_entry_point
 

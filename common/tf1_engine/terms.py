@@ -1,9 +1,9 @@
 """The TF1 engine's energy terms: a variant's ``common.paper.terms.Terms`` as the hooks of
 ``common.paper.model.cnn9`` (``hidden_term(W, ctx)``, ``first_term(W)``, ``score_term(W)``;
 a hook returning None adds nothing to its layer)."""
+from common.paper import projections
 from common.paper.energy import hyperspherical_energy
 from common.paper.model import comhe_first_term, comhe_score_term
-from common.paper import projections
 
 
 def graph_terms(terms):

@@ -13,6 +13,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.logs_unchanged import export
 CONFIGS = ('none', 'half_mhe', 'rp', 'ap', 'advp')
 # Run in each tree; the second field of a bench/keras_engine_step.py CONFIGS entry is its terms
 # in every revision, and the schedule module moved into common/paper/.
@@ -54,8 +57,7 @@ def main():
     parser.add_argument('--base', required=True, help='the revision to compare with')
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix='program-unchanged-') as tmp:
-        archive = subprocess.run(['git', 'archive', args.base], cwd=ROOT, check=True, capture_output=True).stdout
-        subprocess.run(['tar', '-x', '-C', tmp], input=archive, check=True)
+        export(args.base, tmp)
         before, after = programs(Path(tmp)), programs(ROOT)
     print(f'| configuration | program (characters) | (base {args.base} against the working tree)')
     print('|---|---|')

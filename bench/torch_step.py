@@ -38,8 +38,7 @@ def make_step(method, device, seed=0):
 
     def step(x, y):
         for reg in regs:
-            if hasattr(reg, 'take_projection_steps'):
-                reg.take_projection_steps(optimizer)
+            reg.take_projection_steps(optimizer)
         loss = nn.functional.cross_entropy(model(x), y) + sum(reg() for reg in regs)
         optimizer.zero_grad()
         loss.backward()

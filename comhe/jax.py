@@ -56,9 +56,7 @@ def _check_counts(W, pd, pn, pnd):
     """RP's counts for ``W`` -> (pd, pn, pnd) as ints."""
     pd = _projections.check_projection(W, pd)
     pn, pnd = _projections.static_int('pn', pn), _projections.static_int('pnd', pnd, 0)
-    n = W.shape[-1]
-    if num_projections(n, pn, pnd) < 1:
-        raise ValueError(f'pnd={pnd} leaves a layer of {n} neurons without a projection; use pnd <= {n}')
+    _projections.checked_num_projections(W.shape[-1], pn, pnd)
     return pd, pn, pnd
 
 
@@ -82,7 +80,6 @@ def init_projection(key, W, pd):
 def lookahead(variant, W, P, lr, lookahead_decay=False):
     """``P'``: ``P - lr dA/dP`` (AP, ``'angle'``) or ``P + lr dE(P W)/dP`` (AdvP,
     ``'adversarial'``), differentiable in ``W``."""
-    _projections.check_variant(variant)
     W = _float(W)
     return _projections.lookahead(variant, W, jnp.asarray(P, W.dtype), lr, lookahead_decay)
 

@@ -35,6 +35,21 @@ def num_projections(n_neurons, pn, pnd):
     return n_neurons // pnd if pnd > 0 else pn
 
 
+def checked_num_projections(n_neurons, pn, pnd, what='a layer'):
+    """T for a layer of ``n_neurons``, or a ValueError when ``pnd`` leaves it none."""
+    T = num_projections(n_neurons, pn, pnd)
+    if T < 1:
+        raise ValueError(f'pnd={pnd} leaves {what} ({n_neurons} neurons) without a projection; '
+                         f'use pnd <= {n_neurons}, or pnd=0 with pn')
+    return T
+
+
+def check_form(form):
+    """``form`` one of ``FORMS`` (how the P steps are taken), else a ValueError."""
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
+
+
 def static_int(name, value, minimum=1):
     """``value`` as a Python int >= ``minimum`` (NumPy integers too), or a ValueError that says
     so; it sets a shape or a loop's length, so under ``jax.jit`` it must be static, not a
@@ -82,12 +97,17 @@ def _angle_loss_grad(ops, Q, C_W):
     return norm, cosine_vjp(Q, diff / ops.expand_dims(ops.expand_dims(norm, -1), -1))
 
 
+def _objective_gradient(ops, variant, Q, C_W):
+    """``objective_gradient`` given the cosines ``C_W`` of W (AP; None for AdvP)."""
+    if variant == 'angle':
+        return _angle_loss_grad(ops, Q, C_W)[1]
+    return -energy_gradient(Q)
+
+
 def objective_gradient(variant, Q, W):
     """d objective / dQ at ``Q = P W`` (without P's decay): AP's angle loss,
     AdvP's ``-E(Q)``."""
-    if variant == 'angle':
-        return _angle_loss_grad(namespace_of(Q), Q, pairwise_cosine(W))[1]
-    return -energy_gradient(Q)
+    return _objective_gradient(namespace_of(Q), variant, Q, pairwise_cosine(W) if variant == 'angle' else None)
 
 
 def p_objective(variant, W, P):
@@ -103,6 +123,7 @@ def p_objective(variant, W, P):
 def lookahead(variant, W, P, lr, lookahead_decay=False):
     """``P' = P - lr dA/dP`` (AP; ``dL_P/dP`` with ``lookahead_decay``) or
     ``P + lr dE(P W)/dP`` (AdvP), differentiable in W."""
+    check_variant(variant)
     ops = namespace_of(W)
     Q = ops.matmul(P, W)
     if variant == 'angle':
@@ -122,7 +143,6 @@ def check_variant(variant):
 
 def learned_projection_term(variant, W, P, lr, lookahead_decay=False):
     """AP or AdvP term: the half-space energy of ``P' W``."""
-    check_variant(variant)
     ops = namespace_of(W)
     P_ahead = lookahead(variant, W, P, lr, lookahead_decay)
     return hyperspherical_energy(ops.matmul(P_ahead, W), '2', half_space=True)
@@ -156,8 +176,7 @@ def descend_projections(variant, Ps, Ws, lr, iters, form='auto'):
     a loop per layer. Returns the Ps in the order given."""
     check_variant(variant)
     iters = static_int('iters', iters, 0)
-    if form not in FORMS:
-        raise ValueError(f"form must be 'auto', 'direct' or 'gram', got {form!r}")
+    check_form(form)
     if len(Ps) != len(Ws):
         raise ValueError(f'{len(Ps)} projections for {len(Ws)} layers')
     if not Ps:
@@ -205,9 +224,7 @@ class _Descent:
         self.K = ops.matmul(ops.swapaxes(self.W, -1, -2), self.W) if form == 'gram' else None
 
     def grad_q(self, Q):
-        if self.variant == 'angle':
-            return _angle_loss_grad(self.ops, Q, self.C_W)[1]
-        return -energy_gradient(Q)
+        return _objective_gradient(self.ops, self.variant, Q, self.C_W)
 
     def start(self):
         if self.form == 'direct':

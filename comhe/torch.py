@@ -38,7 +38,7 @@ from torch import nn
 from comhe import energy as _energy
 from comhe import projections as _projections
 from comhe.energy import POWERS
-from comhe.projections import FORMS, VARIANTS, num_projections
+from comhe.projections import VARIANTS, num_projections
 
 __all__ = ['POWERS', 'VARIANTS', 'LAYOUTS', 'neurons', 'hyperspherical_energy', 'random_projection_term',
            'learned_projection_term', 'descend_projections', 'MHE', 'RandomProjection',
@@ -300,10 +300,7 @@ class RandomProjection(_Regularizer):
         self.pd, self.pn = pd, _projections.static_int('pn', pn)
         self.pnd, self.seed = _projections.static_int('pnd', pnd, 0), _projections.static_int('seed', seed, 0)
         for layer in self._layers:
-            n = layer.matrix().shape[1]
-            if num_projections(n, self.pn, self.pnd) < 1:
-                raise ValueError(f'pnd={pnd} leaves {layer.name!r} ({n} neurons) without a projection; '
-                                 f'use pnd <= {n}, or pnd=0 with pn')
+            _projections.checked_num_projections(layer.matrix().shape[1], self.pn, self.pnd, repr(layer.name))
         self.calls = 0
 
     def get_extra_state(self):
@@ -338,8 +335,7 @@ class _LearnedProjection(_Regularizer):
     def __init__(self, model, pd, iters, weight, seed, form, lookahead_decay, layers, neuron_axes):
         pd = _projections.static_int('pd', pd)
         super().__init__(model, weight, layers, neuron_axes, pd)
-        if form not in FORMS:
-            raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
+        _projections.check_form(form)
         self.pd, self.iters = pd, _projections.static_int('iters', iters, 0)
         self.seed, self.form = _projections.static_int('seed', seed, 0), form
         self.lookahead_decay = bool(lookahead_decay)

@@ -89,8 +89,7 @@ def main():
     for step in range(1, args.steps + 1):
         idx = torch.randint(0, len(y_train), (args.batch_size,), generator=batches).to(args.device)
         for reg in regs:
-            if hasattr(reg, 'take_projection_steps'):
-                reg.take_projection_steps(optimizer)     # AP/AdvP: P's steps at the current lr
+            reg.take_projection_steps(optimizer)     # AP/AdvP: P's steps at the current lr
         fit = nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
         loss = fit + sum(reg() for reg in regs)
         optimizer.zero_grad()

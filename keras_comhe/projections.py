@@ -5,8 +5,8 @@ from keras import ops
 
 from comhe import projections
 # Re-exported: this module's API is comhe.projections' for Keras tensors.
-from comhe.projections import (FORMS, P_DECAY, VARIANTS, WEIGHT_DECAY, descent_costs,  # noqa: F401
-                               num_projections)
+from comhe.projections import (FORMS, P_DECAY, VARIANTS, WEIGHT_DECAY, check_form,  # noqa: F401
+                               checked_num_projections, descent_costs, num_projections)
 
 
 def _tensors(*xs):

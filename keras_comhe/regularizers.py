@@ -103,10 +103,7 @@ class RandomProjection(_StatefulRegularizer):
         d, n = W.shape
         _check_pd(self.pd, d)
         _refuse_traced_state(W, 'RandomProjection')
-        T = projections.num_projections(n, self.pn, self.pnd)
-        if T < 1:
-            raise ValueError(f'pnd={self.pnd} leaves a layer of {n} neurons without a projection; '
-                             f'use pnd <= {n} or pnd=0 with pn')
+        T = projections.checked_num_projections(n, self.pn, self.pnd)
         draws = keras.random.normal((T, self.pd, d), seed=self.seed_generator, dtype=W.dtype)
         return projections.random_projection_term(W, draws)
 
@@ -117,8 +114,7 @@ class _LearnedProjection(_StatefulRegularizer):
 
     def __init__(self, pd=30, iters=1, weight=1.0, seed=None, form='auto', name=None):
         super().__init__(name=name)
-        if form not in projections.FORMS:
-            raise ValueError(f"form must be one of {', '.join(projections.FORMS)}, got {form!r}")
+        projections.check_form(form)
         self._config = dict(pd=_positive_int('pd', pd), iters=_positive_int('iters', iters, 0),
                             weight=_weight(weight), seed=seed, form=form)
         self.pd, self.iters, self.weight, self.seed, self.form = pd, iters, float(weight), seed, form

@@ -175,7 +175,7 @@ def test_projection_descent_equals_plain_gradient_descent_steps(session, variant
 def test_projection_descent_picks_the_cheaper_form():
     # AdvP's 10 steps at CNN-9's shapes: the Gram form; AP's single step: direct.
     for d, n in [(576, 64), (1152, 128), (2304, 256), (4096, 256)]:
-        direct, gram = proj._descent_costs(30, d, n, iters=10)
+        direct, gram = proj.descent_costs(30, d, n, iters=10)
         assert gram < direct
-        direct, gram = proj._descent_costs(30, d, n, iters=1)
+        direct, gram = proj.descent_costs(30, d, n, iters=1)
         assert direct < gram

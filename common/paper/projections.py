@@ -25,6 +25,8 @@ from typing import Callable
 
 import tensorflow.compat.v1 as tf
 
+# Plain arithmetic, the library's: T per layer, and the multiply-adds of the two forms of the P steps.
+from comhe.projections import descent_costs, num_projections  # noqa: F401  (num_projections: this module's API)
 from common.paper.energy import hyperspherical_energy, pairwise_cosine, static_dims
 from common.paper.protocol import P_DECAY, P_DECAY_SCALE, WEIGHT_DECAY  # noqa: F401  (this module's API)
 
@@ -32,11 +34,6 @@ PROJECTION_COLLECTION = 'comhe_projections'
 P_OBJECTIVE_COLLECTION = 'comhe_projection_objectives'
 LEARNED_COLLECTION = 'comhe_learned_projections'
 
-
-
-def num_projections(n_neurons, pn, pnd):
-    """T: ``pn`` projections, or ``n_neurons // pnd`` when ``pnd > 0``."""
-    return n_neurons // pnd if pnd > 0 else pn
 
 
 def random_projection_draws(d, pd, num_proj, seed, step, layer_index, dtype=tf.float32):
@@ -206,13 +203,6 @@ def learned_projection_term(W, pd, lr, variant, iters, lookahead_decay=False):
     return term
 
 
-def _descent_costs(pd, d, n, iters):
-    """Multiply-adds of ``iters`` P steps: (direct, through the N x N Gram of W)."""
-    direct = iters * 2 * pd * d * n                           # P W and G W^T each step
-    gram = 2 * pd * d * n + d * n * n + iters * pd * n * n    # P0 W, W^T W, final P; G K each step
-    return direct, gram
-
-
 def descend_projection(P, W, objective_of_projected, lr, iters, form='auto'):
     """P after ``iters`` plain gradient-descent steps, learning rate ``lr``, on
     ``L(P) = objective(P W) + P_DECAY * sum(P^2) / 2`` (W held fixed):
@@ -233,7 +223,7 @@ def descend_projection(P, W, objective_of_projected, lr, iters, form='auto'):
     pd, d = P.shape.as_list()
     n = W.shape.as_list()[1]
     if form == 'auto':
-        direct, gram = _descent_costs(pd, d, n, iters)
+        direct, gram = descent_costs(pd, d, n, iters)
         form = 'gram' if gram < direct else 'direct'
     W = tf.stop_gradient(W)
     P0 = tf.convert_to_tensor(P)

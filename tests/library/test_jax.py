@@ -146,6 +146,12 @@ def test_bad_input_is_refused_clearly():
         cj.mhe_loss(jnp.ones((4, 1)))
     with pytest.raises(ValueError, match='variant must be one of'):
         cj.projection_step('random', jnp.ones((2, 36)), k, 0.1, 1)
+    with pytest.raises(ValueError, match='variant must be one of'):
+        cj.lookahead('random', k, jnp.ones((2, 36)), 0.1)
+    with pytest.raises(ValueError, match=r'pnd=9 leaves a layer \(8 neurons\) without a projection'):
+        cj.random_projection_term(jax.random.key(0), k, pd=4, pnd=9)
+    with pytest.raises(ValueError, match='form must be one of auto, direct, gram'):
+        cj.projection_step('adversarial', jnp.ones((2, 36)), k, 0.1, 1, form='fast')
     assert np.isnan(cj.hyperspherical_energy(k.at[0, 0].set(jnp.nan)))
     assert np.isnan(cj.learned_projection_term('adversarial', k.at[0, 0].set(jnp.nan), jnp.ones((4, 36)), 0.1))
 

@@ -30,6 +30,10 @@ def test_bad_input_is_refused_clearly():
         comhe.MHE()(np.ones((4, 1), np.float32))
     with pytest.raises(ValueError, match='at least 2 axes'):
         comhe.MHE()(np.ones(4, np.float32))
+    with pytest.raises(ValueError, match=r'pnd=9 leaves a layer \(4 neurons\) without a projection'):
+        comhe.RandomProjection(pd=2, pnd=9, seed=1)(np.ones((3, 4), np.float32))
+    with pytest.raises(ValueError, match='form must be one of auto, direct, gram'):
+        comhe.AngleProjection(pd=2, form='fast')
     with pytest.raises(ValueError, match=r'kernel of shape \(20, 1\): one neuron has no energy'):
         comhe.AdversarialProjection(pd=4).build((20, 1))
 

@@ -139,8 +139,7 @@ def train(model, regs, optimizer, steps, seed):
         x = torch.randn(8, 1, 8, 8, generator=rng, dtype=next(model.parameters()).dtype)
         y = torch.randint(0, 10, (8,), generator=rng)
         for reg in regs:
-            if hasattr(reg, 'take_projection_steps'):
-                reg.take_projection_steps(optimizer)
+            reg.take_projection_steps(optimizer)
         loss = nn.functional.cross_entropy(model(x), y) + sum(reg() for reg in regs)
         optimizer.zero_grad()
         loss.backward()
@@ -277,6 +276,10 @@ def test_bad_input_is_refused_clearly():
         ct.MHE(model, layers=['1'])
     with pytest.raises(ValueError, match='unknown power'):
         ct.MHE(model, power='3')
+    with pytest.raises(ValueError, match=r"pnd=9 leaves '3' \(8 neurons\) without a projection; use pnd <= 8"):
+        ct.RandomProjection(model, pd=4, pnd=9, layers=['3'])
+    with pytest.raises(ValueError, match='form must be one of auto, direct, gram'):
+        ct.AngleProjection(model, pd=4, form='fast', layers=['3'])
 
 
 def test_nan_weights_give_a_nan_term():
@@ -284,8 +287,7 @@ def test_nan_weights_give_a_nan_term():
     with torch.no_grad():
         model[3].weight[0, 0, 0, 0] = float('nan')
     for reg in regularisers(model)[:4]:
-        if hasattr(reg, 'take_projection_steps'):
-            reg.take_projection_steps(0.1)
+        reg.take_projection_steps(0.1)
         value = reg()
         assert torch.isnan(value) or reg.layer_names == ['0'], type(reg).__name__
 

@@ -138,8 +138,8 @@ def test_no_network(tmp_path):
     msg = str(e.value)
     assert 'could not be downloaded' in msg and url in msg
     assert 'by hand' in msg and str(tmp_path) in msg and 'cifar-100-python.tar.gz' in msg
-    assert msg.endswith('`python -m common.cifar_fixture data/fixture` writes a tiny stand-in and prints '
-                        'the flags that train on it')   # offline and only trying the code
+    assert msg.endswith('`python -m common.cifar_fixture data/fixture`, from the repository root, writes '
+                        'a tiny stand-in and prints the flags that train on it')   # offline and only trying the code
     assert listing(tmp_path) == []  # no partial download left
 
 

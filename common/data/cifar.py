@@ -193,8 +193,8 @@ def download_archive(data_dir, urls=CIFAR100_URLS, archive_md5=ARCHIVE_MD5,
     tried = '\n  '.join(failures) if failures else '(no URLs given)'
     raise DataError(f'CIFAR-100 not found in {data_dir}/ and {ARCHIVE_NAME} could not be '
                     f'downloaded:\n  {tried}\nFix: {_by_hand(data_dir, urls)}.\nOnly trying the '
-                    f'code? `python -m common.cifar_fixture data/fixture` writes a tiny stand-in and '
-                    f'prints the flags that train on it')
+                    f'code? `python -m common.cifar_fixture data/fixture`, from the repository root, '
+                    f'writes a tiny stand-in and prints the flags that train on it')
 
 
 # ---------------------------------------------------------------- extracting
